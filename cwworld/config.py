@@ -1,0 +1,398 @@
+"""Configuration: dataclass sections, YAML load/save, dotted overrides, validation.
+
+A config has four sections, ``model``, ``train``, ``data`` and ``eval``. Presets
+live in ``configs/NAME.yaml`` (installed as ``cwworld.configs``) and are named
+by ``NAME`` alone. A preset may start from another one with ``base: NAME``.
+
+    cfg = load_config("mmnist", overrides=["model.levels=2", "train.batch_size=16"])
+
+Every key is checked: an unknown key is rejected with the closest known name
+("unknown key 'model.levles' (did you mean 'model.levels'?)"), a bad value
+with the allowed range or choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "load_config",
+    "preset_names",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used."""
+
+
+@dataclass
+class ModelConfig:
+    """The CW-VAE architecture. Defaults are the paper's Moving MNIST model.
+
+    Sizes given as a list hold one value per level, bottom (0) first.
+    """
+
+    image_size: int = 64  # frames are image_size x image_size pixels
+    channels: int = 1  # colour channels of a frame (1 grey, 3 RGB)
+    levels: int = 3  # L, number of levels in the hierarchy
+    factor: int = 6  # k, level l ticks every k**l steps
+    stoch: Union[int, list[int]] = 20  # size of the Gaussian state z per level
+    deter: Union[int, list[int]] = 200  # size of the GRU state h per level
+    hidden: Union[int, list[int]] = 200  # width of the cell's dense layers per level
+    embed: int = 1000  # width of the per-level encoder MLP (levels > 0)
+    enc_dense_layers: int = 3  # dense layers of each level's encoder MLP
+    cnn_depth: int = 32  # channels of the first conv layer (doubling after)
+    dec_stddev: float = 1.0  # fixed std of the Gaussian pixel likelihood ([0, 1] pixels)
+    min_stddev: float = 1e-4  # floor added to every state std
+    beta: Union[float, list[float]] = 1.0  # KL weight, scalar or per level
+    free_nats: float = 0.0  # per level, KL (nats per sequence) below this is not penalised
+    kl_balance: Optional[float] = None  # fraction of the KL gradient sent to the posterior; None = plain KL
+    action_dim: int = 0  # 0 = video only
+    action_levels: Literal["all", "bottom"] = "all"  # which levels see actions
+    action_embed: int = 32  # width of the per-level action-summary embedding (levels > 0)
+    use_obs: Optional[list[bool]] = None  # per level: use the context frames in predict (None = all)
+    channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
+
+    def per_level(self, name: str) -> list:
+        """Value of a size field (``stoch``, ``deter``, ``hidden``, ``beta``) for each level."""
+        value = getattr(self, name)
+        return list(value) if isinstance(value, list) else [value] * self.levels
+
+    def validate(self) -> None:
+        _check_min("model.image_size", self.image_size, 64)
+        if self.image_size != 64:
+            raise ConfigError(
+                f"model.image_size: the conv encoder/decoder support 64 pixels, got {self.image_size}"
+            )
+        _check_min("model.channels", self.channels, 1)
+        _check_min("model.levels", self.levels, 1)
+        _check_min("model.factor", self.factor, 1)
+        for name in ("stoch", "deter", "hidden", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != self.levels:
+                raise ConfigError(
+                    f"model.{name}: expected one value per level ({self.levels}), got {len(value)}: {value}"
+                )
+            for v in self.per_level(name):
+                if name == "beta":
+                    _check_min("model.beta", v, 0.0)
+                else:
+                    _check_min(f"model.{name}", v, 1)
+        _check_min("model.embed", self.embed, 1)
+        _check_min("model.enc_dense_layers", self.enc_dense_layers, 1)
+        _check_min("model.cnn_depth", self.cnn_depth, 1)
+        _check_range("model.dec_stddev", self.dec_stddev, 0.0, None, low_open=True)
+        _check_range("model.min_stddev", self.min_stddev, 0.0, None)
+        _check_min("model.free_nats", self.free_nats, 0.0)
+        if self.kl_balance is not None:
+            _check_range("model.kl_balance", self.kl_balance, 0.0, 1.0)
+        _check_min("model.action_dim", self.action_dim, 0)
+        _check_min("model.action_embed", self.action_embed, 1)
+        if self.use_obs is not None and len(self.use_obs) != self.levels:
+            raise ConfigError(
+                f"model.use_obs: expected one bool per level ({self.levels}), got {len(self.use_obs)}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop. Defaults follow the official code (Adam eps 1e-4)."""
+
+    steps: int = 100_000  # optimizer updates
+    batch_size: int = 50
+    seq_len: int = 100  # frames per training sequence
+    lr: float = 3e-4
+    adam_eps: float = 1e-4
+    grad_clip: float = 10_000.0  # global gradient-norm clip (official clip_grad_norm_by)
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
+    compile: bool = False  # torch.compile the training step
+    log_every: int = 50  # steps between metric lines
+    save_every: int = 1000  # steps between numbered checkpoints (latest is written too)
+    max_nonfinite: int = 10  # consecutive non-finite losses before the run stops
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "max_nonfinite"):
+            _check_min(f"train.{name}", getattr(self, name), 1)
+        _check_range("train.lr", self.lr, 0.0, None, low_open=True)
+        _check_range("train.adam_eps", self.adam_eps, 0.0, None, low_open=True)
+        _check_range("train.grad_clip", self.grad_clip, 0.0, None, low_open=True)
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(
+                f"train.device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}"
+            )
+
+
+@dataclass
+class DataConfig:
+    """Where training sequences come from.
+
+    ``kind: squares`` generates bouncing-square videos on the fly (no files),
+    so a fresh install can train without downloading anything.
+    """
+
+    kind: Literal["squares", "mmnist", "video"] = "squares"  # mmnist and video: readers land with the pipeline issue
+    path: Optional[str] = None  # file or folder for kinds that read from disk
+    num_videos: int = 256  # generated kinds: videos in the training set
+    num_objects: int = 2  # generated kinds: objects per video
+    seed: int = 0  # generated kinds: dataset seed
+
+    def validate(self) -> None:
+        _check_min("data.num_videos", self.num_videos, 1)
+        _check_min("data.num_objects", self.num_objects, 1)
+
+
+@dataclass
+class EvalConfig:
+    """Open-loop evaluation: ``context`` frames observed, ``horizon`` predicted."""
+
+    context: int = 36
+    horizon: int = 1000
+    num_samples: int = 1
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        for name in ("context", "horizon", "num_samples", "batch_size"):
+            _check_min(f"eval.{name}", getattr(self, name), 1)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "Config":
+        cfg = cls()
+        _merge(cfg, data, source)
+        return cfg.validate()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(path_or_preset: Union[str, os.PathLike, None] = None, overrides=()) -> Config:
+    """Load a YAML config file or a preset by name, apply ``key=value`` overrides, validate.
+
+    Args:
+        path_or_preset: a YAML file, or the name of a preset (``"mmnist"`` means
+            ``configs/mmnist.yaml``); ``None`` gives the defaults.
+        overrides: dotted assignments such as ``["model.levels=2", "train.lr=1e-4"]``;
+            values are parsed as YAML (``model.beta=[1, 0.5]``).
+    """
+    cfg = Config()
+    if path_or_preset is not None:
+        _merge(cfg, _read_with_bases(path_or_preset, seen=()), str(path_or_preset))
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected 'section.key=value'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        _set_dotted(cfg, key.strip(), value, "override")
+    return cfg.validate()
+
+
+def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
+    """Write the config as YAML, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _preset_dir():
+    return resources.files("cwworld.configs")
+
+
+def _resolve(path_or_preset) -> tuple[str, str]:
+    """Return (text, name) of a config file or preset."""
+    path = Path(path_or_preset)
+    if path.is_file():
+        return path.read_text(), str(path)
+    name = str(path_or_preset)
+    if not name.endswith((".yaml", ".yml")) and "/" not in name:
+        preset = _preset_dir() / f"{name}.yaml"
+        if preset.is_file():
+            return preset.read_text(), f"preset '{name}'"
+    known = preset_names()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(
+        f"config {name!r}: no such file and no such preset{hint}; presets: {', '.join(known)}"
+    )
+
+
+def _read_with_bases(path_or_preset, seen) -> dict:
+    text, name = _resolve(path_or_preset)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{name}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping of sections, found {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if base in seen:
+        raise ConfigError(f"{name}: 'base' chain loops back to {base!r}")
+    merged = _read_with_bases(base, seen + (base,))
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def _merge(cfg: Config, data: dict, source: str) -> None:
+    for section, values in data.items():
+        if section not in _section_names():
+            raise ConfigError(f"{source}: {_unknown(section, _section_names())}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{source}: section '{section}' must be a mapping, found {type(values).__name__}"
+            )
+        for key, value in values.items():
+            _set_dotted(cfg, f"{section}.{key}", value, source)
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown key '{key}'{hint}"
+
+
+def _set_dotted(cfg: Config, key: str, value: Any, source: str) -> None:
+    section_name, _, name = key.partition(".")
+    all_keys = [
+        f"{s}.{f.name}" for s in _section_names() for f in dataclasses.fields(getattr(cfg, s))
+    ]
+    if section_name not in _section_names() or not name:
+        raise ConfigError(f"{source}: {_unknown(key, all_keys)}")
+    section = getattr(cfg, section_name)
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        raise ConfigError(f"{source}: {_unknown(key, all_keys)}")
+    setattr(section, name, _coerce(key, value, hints[name], source))
+
+
+def _coerce(key: str, value: Any, tp, source: str):
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    ok, converted = _match(value, tp)
+    if not ok:
+        raise ConfigError(
+            f"{source}: {key} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+        )
+    return converted
+
+
+def _match(value, tp) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        for arg in typing.get_args(tp):
+            ok, v = _match(value, arg)
+            if ok:
+                return True, v
+        return False, None
+    if origin is Literal:
+        return (value in typing.get_args(tp)), value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        out = []
+        for item in value:
+            ok, v = _match(item, item_tp)
+            if not ok:
+                return False, None
+            out.append(v)
+        return True, out
+    if tp is type(None):
+        return value is None, None
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, None
+    if tp is str:
+        return isinstance(value, str), value
+    return False, None
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_min(key: str, value, low) -> None:
+    _check_range(key, value, low, None)
+
+
+def _check_range(key, value, low, high, low_open=False) -> None:
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and value > high
+    if bad_low or bad_high:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        allowed = " and ".join(s for s in (lo, hi) if s)
+        raise ConfigError(f"{key} must be {allowed}, got {value}")

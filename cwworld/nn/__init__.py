@@ -1,0 +1,6 @@
+"""Building blocks of the Clockwork VAE: conv encoder/decoder, RSSM cell."""
+
+from .conv import MLP, ConvDecoder, ConvEncoder
+from .rssm import RSSMCell
+
+__all__ = ["ConvDecoder", "ConvEncoder", "MLP", "RSSMCell"]

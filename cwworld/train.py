@@ -1,0 +1,257 @@
+"""Training loop: a run directory, atomic checkpoints, exact resume, metrics.
+
+A run directory holds::
+
+    config.yaml                 the resolved config
+    checkpoints/latest.pt       written every ``train.save_every`` steps and at the end
+    checkpoints/step_000100.pt  numbered copies
+    metrics.jsonl               one JSON object per logged step
+    samples/step_000100.gif     ground truth (top) against open-loop prediction (bottom)
+
+Re-running on the same directory resumes from ``checkpoints/latest.pt``:
+model, optimizer, step, the global torch RNG and the batch sampler's RNG, so
+the continued run draws the same batches and noise as an uninterrupted one.
+Checkpoints are plain tensors and dicts, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .config import Config, load_config, save_config
+from .model import CWVAE
+from .utils import keep_freed_memory, pick_device
+from .viz import save_gif, video_grid
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+def make_dataset(config: Config, split: str = "train"):
+    """The dataset named by ``config.data``; ``split="eval"`` gives held-out videos of eval length."""
+    data, model = config.data, config.model
+    if data.kind == "squares":
+        from .data.squares import BouncingSquares
+
+        if split == "train":
+            return BouncingSquares(data.num_videos, config.train.seq_len, data.num_objects,
+                                   model.image_size, model.channels, seed=data.seed)
+        length = config.eval.context + config.eval.horizon
+        return BouncingSquares(config.eval.batch_size, length, data.num_objects,
+                               model.image_size, model.channels, seed=data.seed + 1_000_003)
+    raise NotImplementedError(
+        f"data.kind {data.kind!r}: its reader is not implemented yet; use data.kind=squares"
+    )
+
+
+class Trainer:
+    """Trains a :class:`CWVAE` into a run directory.
+
+    Args:
+        config: the full config; on resume its ``model`` section must match the saved one.
+        run_dir: the run directory (created if needed).
+        dataset: optional dataset with ``len()`` and ``batch(indices) -> dict``;
+            default: :func:`make_dataset`.
+        console: rich console for the progress bar and messages.
+    """
+
+    def __init__(self, config: Config, run_dir: Union[str, os.PathLike], dataset=None,
+                 console: Optional[Console] = None, progress: bool = True):
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.show_progress = progress
+        saved = self.run_dir / "config.yaml"
+        if saved.exists():
+            previous = load_config(saved)
+            if previous.model != config.model:
+                raise ValueError(
+                    f"{saved}: this run directory holds a model with another config; "
+                    "use a new run directory, or the same model settings to resume"
+                )
+        self.config = config
+        self.device = pick_device(config.train.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        torch.manual_seed(config.train.seed)
+        self.model = CWVAE(config.model).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps)
+        self.dataset = dataset if dataset is not None else make_dataset(config, "train")
+        self.batch_rng = torch.Generator().manual_seed(config.train.seed)
+        self.step = 0
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self._loss_fn = self.model.loss_terms
+        if config.train.compile:
+            self._loss_fn = torch.compile(self.model.loss_terms)
+        if (self.run_dir / "checkpoints" / "latest.pt").exists():
+            self.load_checkpoint(self.run_dir / "checkpoints" / "latest.pt")
+        save_config(config, saved)
+
+    # -- one update ----------------------------------------------------------------------
+
+    def next_batch(self) -> dict:
+        B = self.config.train.batch_size
+        indices = torch.randint(len(self.dataset), (B,), generator=self.batch_rng).numpy()
+        batch = self.dataset.batch(indices)
+        return {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One update. A non-finite loss or gradient norm skips it and is counted."""
+        model, cfg = self.model, self.config.train
+        # checked eagerly, so a compiled loss sees no data-dependent branches
+        image = model._check_image(batch["image"])
+        batch = {**batch, "image": image}
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if cfg.precision == "bf16" else contextlib.nullcontext())
+        with autocast:
+            loss, terms = self._loss_fn(batch, validate=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        metrics = {name: float(value) for name, value in terms.items()}
+        metrics["grad_norm"] = float(grad_norm)
+        if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+            self.optimizer.step()
+            self.nonfinite_in_a_row = 0
+        else:
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+            self.optimizer.zero_grad(set_to_none=True)
+        metrics["skipped_updates"] = float(self.nonfinite_total)
+        return metrics
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def train(self) -> dict[str, float]:
+        """Train until ``train.steps``; returns the last step's metrics."""
+        cfg = self.config.train
+        frames_per_step = cfg.batch_size * cfg.seq_len
+        metrics: dict[str, float] = {}
+        if self.step >= cfg.steps:
+            self.console.print(f"[green]{self.run_dir}: already trained for {self.step} steps[/]")
+            return metrics
+        progress = Progress(
+            TextColumn("step {task.completed}/{task.total}"), BarColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, disable=not self.show_progress,
+        )
+        with progress:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                metrics = self.train_step(self.next_batch())
+                self.step += 1
+                metrics["frames_per_s"] = frames_per_step / (time.perf_counter() - t0)
+                if self.nonfinite_in_a_row >= cfg.max_nonfinite:
+                    self.save_checkpoint()
+                    raise NonFiniteLossError(
+                        f"{self.nonfinite_in_a_row} consecutive non-finite losses or gradients at step "
+                        f"{self.step}; stopping (train.max_nonfinite={cfg.max_nonfinite}). "
+                        "Try a lower train.lr or model.kl_balance / free_nats."
+                    )
+                kls = " ".join(f"kl{l}={metrics[f'kl/{l}']:.2f}" for l in range(self.model.levels))
+                progress.update(task, completed=self.step,
+                                info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
+                                     f"{metrics['frames_per_s']:.0f} frames/s")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(metrics)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint(numbered=True)
+                    self.save_samples()
+        return metrics
+
+    def _log(self, metrics: dict) -> None:
+        record = {"step": self.step, "time": time.time(), **metrics}
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def save_checkpoint(self, numbered: bool = False) -> Path:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "nonfinite_total": self.nonfinite_total,
+            "torch_rng": torch.get_rng_state(),
+            "batch_rng": self.batch_rng.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": self.config.to_dict(),
+        }
+        folder = self.run_dir / "checkpoints"
+        latest = _atomic_torch_save(state, folder / "latest.pt")
+        if numbered:
+            _atomic_torch_save(state, folder / f"step_{self.step:06d}.pt")
+        return latest
+
+    def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        torch.set_rng_state(state["torch_rng"])
+        self.batch_rng.set_state(state["batch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.console.print(f"resumed {self.run_dir} at step {self.step}")
+
+    # -- pictures ------------------------------------------------------------------------
+
+    def save_samples(self) -> Optional[Path]:
+        """Open-loop predictions on held-out videos as a GIF: truth above, model below."""
+        try:
+            videos = make_dataset(self.config, "eval")
+        except NotImplementedError:
+            return None
+        ev = self.config.eval
+        n = min(len(videos), 4)
+        truth = videos.batch(np.arange(n))["image"].to(self.device)
+        # the global RNG is saved in checkpoints: keep sampling from disturbing it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.step)
+            grid = prediction_grid(self.model, truth, ev.context, ev.horizon)
+        return save_gif(self.run_dir / "samples" / f"step_{self.step:06d}.gif", grid)
+
+
+@torch.no_grad()
+def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: int) -> np.ndarray:
+    """``truth [B, context + horizon, H, W, C]`` -> grid video: per video, truth above and
+    the model below (posterior reconstruction over the context, then open-loop prediction)."""
+    was_training = model.training
+    model.eval()
+    try:
+        recon = model.decode(model.observe(truth[:, :context]).features)
+        pred = model.predict(truth[:, :context], horizon)[:, 0]
+    finally:
+        model.train(was_training)
+    model_rows = torch.cat([recon, pred], dim=1)
+    columns = [[truth[i].cpu(), model_rows[i].cpu()] for i in range(truth.shape[0])]
+    grid = video_grid([[col[0] for col in columns], [col[1] for col in columns]])
+    return grid
+
+
+def _atomic_torch_save(obj, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
