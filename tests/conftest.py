@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+import torch
+
+from cwworld import CWVAE, ModelConfig
+from cwworld.data.squares import bouncing_squares
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A model small enough for fast CPU tests: 3 levels, k = 2, narrow layers."""
+    fields = dict(channels=1, levels=3, factor=2, stoch=4, deter=8, hidden=8, embed=16,
+                  cnn_depth=4, enc_dense_layers=2)
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def tiny_model(seed: int = 0, **overrides) -> CWVAE:
+    torch.manual_seed(seed)
+    return CWVAE(tiny_config(**overrides))
+
+
+def squares_video(batch: int, length: int, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    """uint8 [batch, length, 64, 64, channels] bouncing-square videos."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.stack([bouncing_squares(rng, length, 2, 64, channels) for _ in range(batch)]))
+
+
+@pytest.fixture
+def video():
+    return squares_video(2, 10)

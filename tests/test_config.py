@@ -1,0 +1,83 @@
+"""Configs: presets, YAML round trip, overrides, validation messages."""
+
+import pytest
+
+from cwworld import Config, ConfigError, load_config, save_config
+from cwworld.config import preset_names
+
+
+def test_presets_carry_the_official_hyperparameters():
+    mm = load_config("mmnist")
+    assert (mm.model.levels, mm.model.factor, mm.model.stoch, mm.model.deter, mm.model.hidden) == (3, 6, 20, 200, 200)
+    assert (mm.model.dec_stddev, mm.model.embed, mm.train.lr, mm.train.batch_size) == (1.0, 1000, 3e-4, 50)
+    assert (mm.train.seq_len, mm.eval.context, mm.eval.horizon, mm.train.adam_eps) == (100, 36, 1000, 1e-4)
+    mine = load_config("minerl_navigate")
+    assert (mine.model.stoch, mine.model.deter, mine.model.hidden, mine.model.dec_stddev) == (100, 800, 800, 0.4)
+    assert (mine.train.lr, mine.eval.horizon, mine.model.channels) == (1e-4, 500, 3)
+    mazes = load_config("gqn_mazes")
+    assert (mazes.model.stoch, mazes.model.deter, mazes.model.dec_stddev, mazes.eval.horizon) == (20, 200, 0.1, 300)
+    assert load_config("rssm").model.levels == 1
+    assert load_config("notmpabs").model.factor == 1
+    assert load_config("kth").model.channels == 1
+    assert {"mmnist", "minerl_navigate", "gqn_mazes", "kth", "rssm", "notmpabs", "quickstart"} <= set(preset_names())
+
+
+def test_preset_can_be_named_by_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: mmnist\nmodel:\n  levels: 2\n")
+    cfg = load_config(path)
+    assert cfg.model.levels == 2 and cfg.model.deter == 200
+
+
+def test_overrides_are_parsed_as_yaml_and_typed():
+    cfg = load_config("mmnist", ["model.levels=2", "model.beta=[1, 0.5]", "train.lr=1e-3", "model.kl_balance=0.8"])
+    assert cfg.model.levels == 2 and cfg.model.beta == [1.0, 0.5] and cfg.train.lr == 1e-3
+    assert cfg.model.kl_balance == 0.8
+
+
+def test_unknown_key_suggests_the_closest_one():
+    with pytest.raises(ConfigError, match=r"unknown key 'model.levles' \(did you mean 'model.levels'\?\)"):
+        load_config("mmnist", ["model.levles=2"])
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        Config.from_dict({"trian": {"lr": 1.0}})
+
+
+def test_unknown_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  detr: 5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown key 'model.detr' \(did you mean 'model.deter'\?\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.levels=0", r"model.levels must be >= 1, got 0"),
+    ("model.factor=-2", r"model.factor must be >= 1, got -2"),
+    ("model.kl_balance=1.5", r"model.kl_balance must be >= 0.0 and <= 1.0, got 1.5"),
+    ("model.dec_stddev=0", r"model.dec_stddev must be > 0.0, got 0.0"),
+    ("model.levels=two", r"model.levels expects int, got 'two'"),
+    ("model.action_levels=some", r"model.action_levels expects one of 'all', 'bottom', got 'some'"),
+    ("model.stoch=[1, 2]", r"model.stoch: expected one value per level \(3\), got 2"),
+    ("train.device=tpu", r"train.device: expected 'auto', 'cpu', 'cuda'"),
+    ("model.image_size=32", r"model.image_size must be >= 64, got 32"),
+])
+def test_bad_values_name_the_allowed_range(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("mmnist", [override])
+
+
+def test_unknown_preset_suggests_a_name():
+    with pytest.raises(ConfigError, match=r"no such file and no such preset \(did you mean 'mmnist'\?\)"):
+        load_config("mmnst")
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="expected 'section.key=value'"):
+        load_config(None, ["model.levels"])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config("minerl_navigate", ["model.beta=[1.0, 0.5, 0.25]", "model.use_obs=[true, true, false]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]  # no temp file left behind

@@ -1,0 +1,218 @@
+"""CWVAE: shapes, the loss, gradients, prediction, determinism, compile."""
+
+import math
+
+import pytest
+import torch
+
+from cwworld import CWVAE, CWState
+from cwworld.model import _gaussian_kl
+from conftest import squares_video, tiny_config, tiny_model
+
+
+def test_observe_output_shapes():
+    model = tiny_model(stoch=[4, 5, 6], deter=[8, 9, 10])
+    traj = model.observe(squares_video(2, 10))
+    for level, n in enumerate([10, 5, 3]):
+        for states in (traj.posterior[level], traj.prior[level]):
+            assert states.mean.shape == (2, n, [4, 5, 6][level])
+            assert states.std.shape == (2, n, [4, 5, 6][level])
+            assert states.z.shape == (2, n, [4, 5, 6][level])
+            assert states.h.shape == (2, n, [8, 9, 10][level])
+        assert traj.last.h[level].shape == (2, [8, 9, 10][level])
+    assert traj.features.shape == (2, 10, 4 + 8)
+    frames = model.decode(traj.features)
+    assert frames.shape == (2, 10, 64, 64, 1)
+    assert frames.min() >= 0 and frames.max() <= 1
+
+
+def test_loss_metrics_and_their_relation():
+    model = tiny_model()
+    loss, metrics = model.loss({"image": squares_video(2, 6)})
+    assert set(metrics) >= {"loss", "nll", "mse", "kl", "kl/0", "kl/1", "kl/2"}
+    assert math.isclose(metrics["loss"], loss.item(), rel_tol=1e-6)
+    # defaults (beta 1, no free nats): loss = nll + sum of per-level KL, all per frame
+    assert math.isclose(metrics["loss"], metrics["nll"] + metrics["kl"], rel_tol=1e-5)
+    assert math.isclose(metrics["kl"], sum(metrics[f"kl/{l}"] for l in range(3)), rel_tol=1e-5)
+    # Gaussian NLL with fixed std 1: 0.5 * squared error + the log-normaliser, per frame
+    pixels = 64 * 64
+    expected_nll = 0.5 * metrics["mse"] * pixels + pixels * 0.5 * math.log(2 * math.pi)
+    assert math.isclose(metrics["nll"], expected_nll, rel_tol=1e-4)
+
+
+def test_kl_is_nonnegative_and_zero_for_equal_gaussians():
+    torch.manual_seed(0)
+    mq, mp = torch.randn(1000), torch.randn(1000)
+    sq, sp = torch.rand(1000) + 0.1, torch.rand(1000) + 0.1
+    assert (_gaussian_kl(mq, sq, mp, sp) >= 0).all()
+    assert torch.allclose(_gaussian_kl(mq, sq, mq, sq), torch.zeros(1000), atol=1e-7)
+    # against torch.distributions
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mq, sq), torch.distributions.Normal(mp, sp))
+    assert torch.allclose(_gaussian_kl(mq, sq, mp, sp), ref, atol=1e-5)
+
+
+def test_model_kl_is_zero_when_posterior_equals_prior():
+    model = tiny_model(use_obs=[False, False, False])  # every level follows its prior
+    _, metrics = model.loss({"image": squares_video(2, 6)})
+    assert [metrics[f"kl/{l}"] for l in range(3)] == [0.0, 0.0, 0.0]
+    model = tiny_model()
+    _, metrics = model.loss({"image": squares_video(2, 6)})
+    assert all(metrics[f"kl/{l}"] > 0 for l in range(3))
+
+
+def test_kl_metric_sums_over_each_levels_active_steps_divided_by_T():
+    model = tiny_model()
+    video = squares_video(3, 7)
+    torch.manual_seed(1)
+    _, metrics = model.loss({"image": video})
+    torch.manual_seed(1)
+    traj = model.observe(video)
+    for level in range(3):
+        post, prior = traj.posterior[level], traj.prior[level]
+        per_seq = _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum((1, 2)).mean().detach()
+        assert math.isclose(metrics[f"kl/{level}"], per_seq.item() / 7, rel_tol=1e-4)
+
+
+def test_beta_and_free_nats_change_the_penalty_not_the_reported_kl():
+    video = squares_video(2, 6)
+    torch.manual_seed(3)
+    _, plain = tiny_model().loss({"image": video})
+    torch.manual_seed(3)
+    _, weighted = tiny_model(beta=[0.0, 0.0, 0.0]).loss({"image": video})
+    assert math.isclose(weighted["kl/0"], plain["kl/0"], rel_tol=1e-6)
+    assert math.isclose(weighted["loss"], weighted["nll"], rel_tol=1e-6)
+    torch.manual_seed(3)
+    _, free = tiny_model(free_nats=1e6).loss({"image": video})
+    assert math.isclose(free["loss"], free["nll"], rel_tol=1e-6)
+
+
+def test_kl_balance_keeps_the_value_and_splits_the_gradient():
+    video = squares_video(2, 6)
+    torch.manual_seed(0)
+    a = tiny_model(kl_balance=0.8)
+    torch.manual_seed(5)
+    loss_a, m_a = a.loss({"image": video})
+    torch.manual_seed(0)
+    b = tiny_model()
+    torch.manual_seed(5)
+    loss_b, m_b = b.loss({"image": video})
+    assert math.isclose(m_a["loss"], m_b["loss"], rel_tol=1e-6)
+    loss_a.backward(), loss_b.backward()
+    # the prior head only gets the KL's prior share of the gradient: (1 - 0.8) of it
+    g_a, g_b = a.cells[2].prior_out.weight.grad, b.cells[2].prior_out.weight.grad
+    assert torch.allclose(g_a, 0.2 * g_b, rtol=1e-3, atol=1e-7)
+
+
+def test_gradients_reach_every_levels_parameters():
+    model = tiny_model()
+    loss, _ = model.loss({"image": squares_video(2, 8)})
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+    for level in range(3):
+        assert model.cells[level].gru.weight_hh.grad.abs().sum() > 0
+
+
+def test_same_seed_same_numbers():
+    video = squares_video(2, 6)
+    runs = []
+    for _ in range(2):
+        model = tiny_model(seed=7)
+        torch.manual_seed(11)
+        loss, metrics = model.loss({"image": video})
+        loss.backward()
+        runs.append((metrics, model.cells[1].gru.weight_ih.grad.clone()))
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1])
+    model = tiny_model(seed=8)
+    torch.manual_seed(11)
+    assert model.loss({"image": video})[1] != runs[0][0]
+
+
+@pytest.mark.parametrize("context", [4, 8, 5, 3, 1])  # multiples of k**(L-1) = 4 and not
+def test_predict_shapes_for_any_context_length(context):
+    model = tiny_model()
+    video = squares_video(2, context)
+    out = model.predict(video, horizon=7, num_samples=3)
+    assert out.shape == (2, 3, 7, 64, 64, 1)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_predict_continues_the_clock_after_the_context():
+    model = tiny_model()
+    traj = model.observe(squares_video(1, 5))
+    rollout = model.imagine(traj.last, 7)
+    # global steps 5..11: level 1 (period 2) ticks at 6, 8, 10; level 2 (period 4) at 8
+    assert [len(s) for s in rollout.levels] == [7, 3, 1]
+    assert rollout.last.step == 12
+
+
+def test_predict_samples_differ_and_use_obs_false_ignores_context():
+    model = tiny_model()
+    with torch.no_grad():  # an untrained decoder sits below 0 and is clamped flat: lift it into range
+        model.decoder.deconvs[-1].bias.fill_(0.5)
+    video = squares_video(1, 4)
+    torch.manual_seed(0)
+    out = model.predict(video, 5, num_samples=2)
+    assert not torch.equal(out[0, 0], out[0, 1])
+    # with no level using the context, predictions do not depend on it
+    blind = [False, False, False]
+    torch.manual_seed(0)
+    a = model.predict(video, 5, use_obs=blind)
+    torch.manual_seed(0)
+    b = model.predict(255 - video, 5, use_obs=blind)
+    assert torch.equal(a, b)
+
+
+def test_loss_falls_when_overfitting_four_videos():
+    torch.manual_seed(0)
+    model = CWVAE(tiny_config(levels=2, factor=3, stoch=8, deter=32, hidden=32, embed=32, cnn_depth=8,
+                              dec_stddev=0.1))
+    video = squares_video(4, 9, seed=3)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, eps=1e-4)
+    history = []
+    for step in range(250):
+        loss, metrics = model.loss({"image": video})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(metrics)
+    first = sum(m["mse"] for m in history[:10]) / 10
+    last = sum(m["mse"] for m in history[-10:]) / 10
+    assert last < 0.35 * first, (first, last)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+
+
+def test_state_helpers():
+    model = tiny_model()
+    state = model.observe(squares_video(4, 3)).last
+    part = state[1:3]
+    assert part.batch_size == 2 and part.step == 3
+    joined = CWState.cat([state[:1], state[1:]])
+    assert all(torch.equal(a, b) for a, b in zip(joined.h, state.h))
+    assert state.detach().h[0].requires_grad is False
+    with pytest.raises(ValueError, match="clock step"):
+        CWState.cat([state, model.initial(4)])
+
+
+def test_a_training_step_runs_under_torch_compile():
+    try:
+        import torch._inductor  # noqa: F401
+    except Exception as err:  # pragma: no cover - depends on the platform
+        pytest.skip(f"torch.compile unavailable: {err}")
+    model = tiny_model(levels=2, factor=2)
+    video = squares_video(2, 4)
+    compiled = torch.compile(model.loss_terms)
+    torch.manual_seed(0)
+    try:
+        loss_c, terms_c = compiled({"image": video}, validate=False)
+    except Exception as err:  # a missing C++ toolchain surfaces here
+        if "compiler" in str(err).lower() or "InvalidCxxCompiler" in type(err).__name__:
+            pytest.skip(f"no working C++ compiler for inductor: {err}")
+        raise
+    loss_c.backward()
+    torch.manual_seed(0)
+    loss_e, terms_e = model.loss_terms({"image": video}, validate=False)
+    assert torch.allclose(loss_c.detach(), loss_e.detach(), rtol=1e-4)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.cells[1].gru.weight_hh.grad.abs().sum() > 0

@@ -1,0 +1,76 @@
+"""Trainer: run directory contents, atomic checkpoints, exact resume, CLI."""
+
+import json
+
+import torch
+
+from cwworld import load_config
+from cwworld.cli import main
+from cwworld.train import Trainer
+
+TINY = ["model.levels=2", "model.factor=2", "model.stoch=4", "model.deter=8", "model.hidden=8",
+        "model.embed=16", "model.cnn_depth=4", "model.enc_dense_layers=2",
+        "train.batch_size=2", "train.seq_len=6", "train.log_every=1", "data.num_videos=8",
+        "eval.context=4", "eval.horizon=4", "eval.batch_size=2"]
+
+
+def tiny_run_config(steps, save_every=2):
+    return load_config("quickstart", TINY + [f"train.steps={steps}", f"train.save_every={save_every}"])
+
+
+def test_run_directory_holds_config_checkpoints_metrics_and_gif(tmp_path):
+    metrics = Trainer(tiny_run_config(4), tmp_path, progress=False).train()
+    assert (tmp_path / "config.yaml").exists()
+    assert load_config(tmp_path / "config.yaml").model.levels == 2
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest.pt", "step_000002.pt", "step_000004.pt"]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all(line["loss"] > 0 and line["frames_per_s"] > 0 for line in lines)
+    assert lines[-1]["loss"] == metrics["loss"]
+    gif = tmp_path / "samples" / "step_000004.gif"
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["step"] == 4
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(tiny_run_config(6), tmp_path / "a", progress=False)
+    straight.train()
+    first = Trainer(tiny_run_config(3, save_every=3), tmp_path / "b", progress=False)
+    first.train()
+    resumed = Trainer(tiny_run_config(6, save_every=3), tmp_path / "b", progress=False)
+    assert resumed.step == 3
+    resumed.train()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    log_a = [json.loads(l)["loss"] for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(l)["loss"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert log_a == log_b
+
+
+def test_nonfinite_loss_skips_the_update_and_stops_after_max(tmp_path):
+    trainer = Trainer(tiny_run_config(5), tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        trainer.model.decoder.dense.bias.fill_(float("nan"))
+    metrics = trainer.train_step(trainer.next_batch())
+    assert metrics["skipped_updates"] == 1.0
+    after = trainer.model.state_dict()
+    assert torch.equal(before["cells.0.gru.weight_hh"], after["cells.0.gru.weight_hh"])
+    trainer.config.train.max_nonfinite = 2
+    try:
+        trainer.train()
+        raised = False
+    except RuntimeError as err:
+        raised = "consecutive non-finite" in str(err)
+    assert raised
+
+
+def test_cli_train_and_config(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", *TINY, "train.steps=2"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+    assert main(["config", "mmnist", "model.levels=2"]) == 0
+    assert "levels: 2" in capsys.readouterr().out
+    assert main(["train", "--run-dir", str(tmp_path / "x"), "model.levles=2"]) == 2
+    assert "did you mean 'model.levels'" in capsys.readouterr().err
