@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -311,31 +311,45 @@ class CWVAE(nn.Module):
 
     def _observe_embedded(self, embeds, action, is_first, state, sample=True, use_obs=None) -> Trajectory:
         B, T = embeds[0].shape[:2]
-        use_obs = self.use_obs if use_obs is None else list(use_obs)
         action_prev, keep = self._prev_actions_and_resets(action, is_first, B, T)
-        posts: list = [None] * self.levels
+        posts, priors, last = self._unroll(state, T, action_prev, keep, embeds, use_obs, range(self.levels), sample)
+        return Trajectory(posts, priors, last)
+
+    def _unroll(self, state, length, action_prev, keep, embeds, use_obs, levels, sample):
+        """Unroll ``levels`` (a top-aligned run) for ``length`` steps from ``state``, top level first.
+
+        Context only flows downward, so each level is one scan over its own ticks.
+        With ``embeds`` (per-frame embeddings per level) a level with ``use_obs``
+        follows its posterior; otherwise it follows its prior.
+
+        Returns:
+            (states, priors, last): per level the states it followed and its priors
+            (None for levels not unrolled), and the carry after ``length`` steps.
+        """
+        use_obs = self.use_obs if use_obs is None else list(use_obs)
+        states: list = [None] * self.levels
         priors: list = [None] * self.levels
         last_h, last_z = list(state.h), list(state.z)
         above = None  # (features of the level above at its ticks, its held state before them)
-        for level in reversed(range(self.levels)):
+        for level in reversed(levels):
             period = self.periods[level]
-            offsets = tick_offsets(state.step, T, period)
+            offsets = tick_offsets(state.step, length, period)
             cell = self.cells[level]
             cond = cell.condition(
-                self._context(above, state.step, T, level),
+                self._context(above, state.step, length, level),
                 self._action_summary(action_prev, offsets, level),
             )
             embed_proj = None
-            if use_obs[level]:
+            if embeds is not None and use_obs[level]:
                 embed_proj = cell.project_embed(self._pool_windows(embeds[level], state.step, period))
-            post = self._scan(level, state.h[level], state.z[level], len(offsets), cond, embed_proj,
-                              self._window_keep(keep, offsets, period), sample)
-            prior = post if embed_proj is None else self._prior_of(level, post.h)
-            posts[level], priors[level] = post, prior
-            if len(post):
-                last_h[level], last_z[level] = post.h[:, -1], post.z[:, -1]
-            above = (post.features, torch.cat([state.z[level], state.h[level]], dim=-1))
-        return Trajectory(posts, priors, CWState(last_h, last_z, state.step + T))
+            followed = self._scan(level, state.h[level], state.z[level], len(offsets), cond, embed_proj,
+                                  self._window_keep(keep, offsets, period), sample)
+            states[level] = followed
+            priors[level] = followed if embed_proj is None else self._prior_of(level, followed.h)
+            if len(followed):
+                last_h[level], last_z[level] = followed.h[:, -1], followed.z[:, -1]
+            above = (followed.features, torch.cat([state.z[level], state.h[level]], dim=-1))
+        return states, priors, CWState(last_h, last_z, state.step + length)
 
     def _scan(self, level, h, z, n, cond, embed_proj, keep, sample) -> LevelStates:
         """Run one level's cell over its ``n`` active steps.
@@ -462,29 +476,14 @@ class CWVAE(nn.Module):
                 f"imagine: levels must be a top-aligned run such as [l, ..., {self.levels - 1}], got {levels}"
             )
         actions = self._check_action(actions, B, horizon, name="imagine: actions")
-        # actions[:, i] leads into step i, so it plays the role of action_prev directly
-        out: list = [None] * self.levels
-        last_h, last_z = list(state.h), list(state.z)
-        above = None
-        for level in reversed(rolled):
-            offsets = tick_offsets(state.step, horizon, self.periods[level])
-            cell = self.cells[level]
-            cond = cell.condition(
-                self._context(above, state.step, horizon, level),
-                self._action_summary(actions, offsets, level),
-            )
-            traj = self._scan(level, state.h[level], state.z[level], len(offsets), cond, None, None, sample)
-            out[level] = traj
-            if len(traj):
-                last_h[level], last_z[level] = traj.h[:, -1], traj.z[:, -1]
-            above = (traj.features, torch.cat([state.z[level], state.h[level]], dim=-1))
-        rollout = Rollout(out, CWState(last_h, last_z, state.step + horizon), actions)
+        # actions[:, i] leads into imagined step i: it plays the role of action_prev
+        out, _, last = self._unroll(state, horizon, actions, None, None, None, rolled, sample)
+        rollout = Rollout(out, last, actions)
         if decode:
             if out[0] is None:
                 raise ValueError("imagine: decode=True needs the bottom level in `levels`")
             rollout.frames = self.decode(out[0].features)
         return rollout
-
 
     # -- decoding and prediction -------------------------------------------------------
 
