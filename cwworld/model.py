@@ -292,10 +292,13 @@ class CWVAE(nn.Module):
         Args:
             image: ``[B, T, H, W, C]``, uint8 or float in [0, 1].
             action: ``[B, T, A]``; ``action[:, t]`` is taken after ``image[:, t]``
-                (needed when ``action_dim > 0``; zeros if omitted).
+                (required when ``action_dim > 0``, refused when it is 0).
             is_first: ``[B, T]`` bool, episode starts; resets the levels' states.
             state: carry to continue from (default :meth:`initial`); its step
-                counter sets the clock phase.
+                counter sets the clock phase. When it stops mid-window, the frames
+                before an upper level's next tick belong to a window that ticked in an
+                earlier call and do not enter that level; the transition into this
+                chunk's first step uses zero actions.
             sample: draw ``z`` from the posterior (False: use its mean).
             use_obs: per level, whether to use the frames (False: that level
                 follows its prior, as in the paper's Sec. 3.6). Default: the config's.
