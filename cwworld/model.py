@@ -32,7 +32,7 @@ seeing ``image[t]``; the transition into step ``t`` conditions on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -425,22 +425,14 @@ class CWVAE(nn.Module):
             return None
         if level == 0:
             return action_prev
-        period = self.periods[level]
-        csum = F.pad(action_prev.cumsum(dim=1), (0, 0, 1, 0))  # csum[t] = sum of action_prev[:t]
-        hi = torch.as_tensor([o + 1 for o in offsets], device=action_prev.device)
-        lo = torch.as_tensor([max(o + 1 - period, 0) for o in offsets], device=action_prev.device)
-        return self.action_mlps[level - 1](csum[:, hi] - csum[:, lo])
+        return self.action_mlps[level - 1](_sum_since_previous_tick(action_prev, offsets, self.periods[level]))
 
     def _window_keep(self, keep, offsets: range, period: int) -> Optional[torch.Tensor]:
         """Per tick: 0 if an episode starts within ``(o - period, o]``, else 1 -> ``[B, n, 1]``."""
         if keep is None:
             return None
-        if period == 1:
-            return keep[..., None]
-        starts = F.pad((1 - keep).cumsum(dim=1), (1, 0))  # starts[t] = episode starts before t
-        hi = torch.as_tensor([o + 1 for o in offsets], device=keep.device)
-        lo = torch.as_tensor([max(o + 1 - period, 0) for o in offsets], device=keep.device)
-        return ((starts[:, hi] - starts[:, lo]) == 0).float()[..., None]
+        starts = _sum_since_previous_tick((1 - keep)[..., None], offsets, period)  # (B, n, 1)
+        return (starts == 0).float()
 
     # -- imagination -----------------------------------------------------------------
 
@@ -525,8 +517,8 @@ class CWVAE(nn.Module):
             raise ValueError(f"predict: num_samples must be a positive int, got {num_samples!r}")
         context = self._check_image(context, "predict: context")
         B, C = context.shape[:2]
-        if actions is not None or self.config.action_dim:
-            actions = self._check_action(actions, B, C + horizon - 1, name="predict: actions", at_least=True)
+        actions = self._check_action(actions, B, C + horizon - 1, name="predict: actions", at_least=True)
+        if actions is not None:
             actions = actions.repeat_interleave(num_samples, dim=0)
         embeds = [e.repeat_interleave(num_samples, dim=0) for e in self.encode(context)]
         ctx_actions = None if actions is None else actions[:, :C]
@@ -665,6 +657,17 @@ class CWVAE(nn.Module):
                         "(a state from a model of another size, or another batch size?)"
                     )
         return state
+
+
+def _sum_since_previous_tick(x: torch.Tensor, offsets: range, period: int) -> torch.Tensor:
+    """Sum ``x [B, T, D]`` over ``(o - period, o]`` for each tick offset ``o`` -> ``[B, n, D]``.
+
+    The part of a window that lies before the chunk (``t < 0``) is not there to sum.
+    """
+    csum = F.pad(x.cumsum(dim=1), (0, 0, 1, 0))  # csum[t] = sum of x[:, :t]
+    hi = torch.as_tensor([o + 1 for o in offsets], device=x.device, dtype=torch.long)
+    lo = torch.as_tensor([max(o + 1 - period, 0) for o in offsets], device=x.device, dtype=torch.long)
+    return csum[:, hi] - csum[:, lo]
 
 
 def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:

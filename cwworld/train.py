@@ -93,6 +93,7 @@ class Trainer:
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self._loss_fn = self.model.loss_terms
         if config.train.compile:
             self._loss_fn = torch.compile(self.model.loss_terms)
@@ -213,11 +214,12 @@ class Trainer:
 
     def save_samples(self) -> Optional[Path]:
         """Open-loop predictions on held-out videos as a GIF: truth above, model below."""
-        try:
-            videos = make_dataset(self.config, "eval")
-        except NotImplementedError:
-            return None
-        ev = self.config.eval
+        if self._eval_videos is None:
+            try:
+                self._eval_videos = make_dataset(self.config, "eval")
+            except NotImplementedError:
+                return None
+        videos, ev = self._eval_videos, self.config.eval
         n = min(len(videos), 4)
         truth = videos.batch(np.arange(n))["image"].to(self.device)
         # the global RNG is saved in checkpoints: keep sampling from disturbing it
@@ -238,10 +240,8 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
         pred = model.predict(truth[:, :context], horizon)[:, 0]
     finally:
         model.train(was_training)
-    model_rows = torch.cat([recon, pred], dim=1)
-    columns = [[truth[i].cpu(), model_rows[i].cpu()] for i in range(truth.shape[0])]
-    grid = video_grid([[col[0] for col in columns], [col[1] for col in columns]])
-    return grid
+    model_rows = torch.cat([recon, pred], dim=1).cpu()
+    return video_grid([list(truth.cpu()), list(model_rows)])
 
 
 def _atomic_torch_save(obj, path: Path) -> Path:
