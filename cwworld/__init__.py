@@ -6,6 +6,15 @@ Saxena, Ba, Hafner (2021), "Clockwork Variational Autoencoders", arXiv:2102.0953
 from .config import Config, ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig, load_config, save_config
 from .model import CWVAE, CWState, LevelStates, Rollout, Trajectory, level_lengths, tick_offsets
 
+
+def load_model(run_dir, checkpoint=None, device="cpu"):
+    """A trained model from a run directory: ``(model in eval mode, config, step)``
+    (see :func:`cwworld.train.load_model`)."""
+    from .train import load_model as _load_model
+
+    return _load_model(run_dir, checkpoint, device)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "Trajectory",
     "level_lengths",
     "load_config",
+    "load_model",
     "save_config",
     "tick_offsets",
 ]

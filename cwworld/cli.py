@@ -1,6 +1,8 @@
 """The ``cwworld`` command.
 
     cwworld train [--config NAME_OR_PATH] [--run-dir DIR] [key=value ...]
+    cwworld eval RUN_DIR [RUN_DIR ...] [--context N] [--horizon N] [--samples N] ...
+    cwworld predict RUN_DIR --video PATH [--context 36] [--horizon 500] [--out FILE.gif]
     cwworld config [NAME_OR_PATH] [key=value ...]     print the resolved config
     cwworld presets                                   list the shipped presets
 """
@@ -41,6 +43,63 @@ def _train(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from .evaluate import evaluate_run, plot_metrics
+
+    console = Console(stderr=True)
+    results = []
+    for run_dir in args.run_dirs:
+        out = Path(args.out) / Path(run_dir).name if args.out and len(args.run_dirs) > 1 else args.out
+        result, paths = evaluate_run(
+            run_dir, out, context=args.context, horizon=args.horizon, num_samples=args.samples,
+            num_videos=args.videos, batch_size=args.batch_size, checkpoint=args.checkpoint,
+            device=args.device, seed=args.seed, overrides=args.overrides, progress=not args.no_progress,
+        )
+        results.append(result)
+        s = result.summary()
+        console.print(
+            f"{run_dir} (step {result.step}): {result.num_videos} videos, {result.num_samples} samples, "
+            f"context {result.context}, horizon {result.horizon}\n"
+            f"  SSIM mean {s['ssim_mean_avg']:.4f}, best of {result.num_samples} {s['ssim_best_avg']:.4f}; "
+            f"PSNR mean {s['psnr_mean_avg']:.2f} dB, best {s['psnr_best_avg']:.2f} dB (averaged over the horizon)\n"
+            "  KL per level (nats per frame): "
+            + ", ".join(f"{l}: {v:.3f}" for l, v in enumerate(result.kl_per_frame))
+        )
+        console.print(f"  wrote {paths['csv'].parent}/ (metrics.csv, metrics.json, kl.csv, *.png, *.gif)")
+    if len(results) > 1:
+        out = Path(args.out or "eval_compare")
+        paths = plot_metrics(results, out)
+        console.print(f"comparison plots: {paths['ssim']}, {paths['psnr']}")
+    return 0
+
+
+def _predict(args) -> int:
+    import torch
+
+    from .data.video import read_video
+    from .train import load_model
+    from .utils import pick_device
+    from .viz import save_video, video_grid
+
+    console = Console(stderr=True)
+    model, config, step = load_model(args.run_dir, args.checkpoint, device=pick_device(args.device))
+    size, channels = config.model.image_size, config.model.channels
+    video = read_video(args.video, size, channels, smaller="resize")
+    if len(video) < args.context:
+        console.print(f"[red]{args.video}: {len(video)} frames, fewer than --context {args.context}[/]")
+        return 2
+    torch.manual_seed(args.seed)
+    context = torch.from_numpy(video[None, : args.context]).to(model.device)
+    pred = model.predict(context, args.horizon, num_samples=args.samples)[0].cpu()  # [S, H, h, w, c]
+    truth = torch.from_numpy(video[: args.context + args.horizon]).float() / 255.0
+    rows = [[truth]] + [[torch.cat([truth[: args.context], p])] for p in pred]
+    path = save_video(args.out, video_grid(rows) if not args.side_by_side else
+                      video_grid([[truth] + [torch.cat([truth[: args.context], p]) for p in pred]]), fps=args.fps)
+    console.print(f"{path}: ground truth ({len(truth)} frames) and {args.samples} prediction(s) of "
+                  f"{args.horizon} frames after {args.context} context frames (model step {step})")
+    return 0
+
+
 def _config(args) -> int:
     cfg = load_config(args.config, args.overrides)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -71,6 +130,47 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config overrides, e.g. model.levels=2 train.batch_size=16")
     train.set_defaults(func=_train)
 
+    ev = sub.add_parser(
+        "eval", help="open-loop evaluation: SSIM/PSNR per horizon step, KL per level, plots, GIFs",
+        description="Evaluate trained runs on their held-out data. Each run gets RUN_DIR/eval/ "
+                    "(metrics.csv, metrics.json, kl.csv, ssim.png, psnr.png, predictions.gif, top_prior.gif); "
+                    "several runs are also plotted together (--out, default ./eval_compare).",
+    )
+    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `cwworld train`")
+    ev.add_argument("--context", type=int, default=None, help="context frames observed (default: the config's eval.context)")
+    ev.add_argument("--horizon", type=int, default=None, help="frames predicted open-loop (default: eval.horizon)")
+    ev.add_argument("--samples", type=int, default=None,
+                    help="samples per video; metrics report the mean and the best of them (default: eval.num_samples)")
+    ev.add_argument("--videos", type=int, default=None, help="held-out videos to evaluate (default: eval.num_videos)")
+    ev.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: eval.batch_size)")
+    ev.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN_DIR/checkpoints/latest.pt)")
+    ev.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval; with several runs: "
+                                               "OUT/<run name> per run and the comparison plots in OUT)")
+    ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="config overrides for the data, e.g. data.path=/data/minerl data.eval_path=/data/test")
+    ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser(
+        "predict", help="predict a video file open-loop and write a GIF or mp4",
+        description="Observe the first --context frames of --video, predict --horizon frames, and write the "
+                    "ground truth (top) above each sample (below); .gif or .mp4 by the --out extension.",
+    )
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `cwworld train`")
+    pr.add_argument("--video", required=True, help="a video file (.mp4, .avi, .gif, .npz, ...), resized to the model's size")
+    pr.add_argument("--context", type=int, default=36, help="frames observed before predicting (default 36)")
+    pr.add_argument("--horizon", type=int, default=500, help="frames predicted after the context (default 500)")
+    pr.add_argument("--samples", type=int, default=1, help="independent predictions (default 1)")
+    pr.add_argument("--out", default="prediction.gif", help="output .gif or .mp4 (default prediction.gif)")
+    pr.add_argument("--fps", type=float, default=10.0, help="frames per second of the output (default 10)")
+    pr.add_argument("--side-by-side", action="store_true", help="truth and samples in one row instead of a column")
+    pr.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN_DIR/checkpoints/latest.pt)")
+    pr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
+    pr.set_defaults(func=_predict)
+
     config = sub.add_parser("config", help="print a resolved config as YAML")
     config.add_argument("config", nargs="?", default=None, help="preset name or YAML file")
     config.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -89,6 +189,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except ConfigError as err:
         print(f"cwworld: config error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"cwworld {args.command}: {err}", file=sys.stderr)
         return 2
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +31,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "TrainConfig",
+    "apply_overrides",
     "load_config",
     "preset_names",
     "save_config",
@@ -125,12 +125,14 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
     compile: bool = False  # torch.compile the training step
-    log_every: int = 50  # steps between metric lines
+    log_every: int = 50  # steps between metric lines (JSONL and TensorBoard)
     save_every: int = 1000  # steps between numbered checkpoints (latest is written too)
+    sample_every: int = 1000  # steps between open-loop prediction GIFs (and at the end)
+    tensorboard: bool = True  # also write metrics as TensorBoard events
     max_nonfinite: int = 10  # consecutive non-finite losses before the run stops
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "max_nonfinite"):
+        for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "sample_every", "max_nonfinite"):
             _check_min(f"train.{name}", getattr(self, name), 1)
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.adam_eps", self.adam_eps, 0.0, None, low_open=True)
@@ -145,32 +147,46 @@ class TrainConfig:
 class DataConfig:
     """Where training sequences come from.
 
-    ``kind: squares`` generates bouncing-square videos on the fly (no files),
-    so a fresh install can train without downloading anything.
+    ``squares``: generated bouncing squares; ``mmnist``: generated Moving MNIST
+    (digits from ``path`` when given, else the digits shipped with the package);
+    ``video``: a folder of video files (``path``; when it holds ``train/`` and
+    ``test/`` folders, as the paper's releases do, those are the two splits).
     """
 
-    kind: Literal["squares", "mmnist", "video"] = "squares"  # mmnist and video: readers land with the pipeline issue
-    path: Optional[str] = None  # file or folder for kinds that read from disk
+    kind: Literal["squares", "mmnist", "video"] = "squares"
+    path: Optional[str] = None  # mmnist: MNIST files (optional); video: the video folder
+    eval_path: Optional[str] = None  # video: held-out folder (default: path/test, else path)
     num_videos: int = 256  # generated kinds: videos in the training set
-    num_objects: int = 2  # generated kinds: objects per video
+    num_objects: int = 2  # generated kinds: squares or digits per video
+    speed: float = 1.0  # mmnist: multiplier on the [2, 6] pixels/frame speed range
     seed: int = 0  # generated kinds: dataset seed
+    mode: Literal["chunks", "sliding"] = "chunks"  # video: non-overlapping chunks or sliding windows
+    stride: int = 1  # video, sliding mode: frames between window starts
+    crop: bool = True  # video: centre-crop non-square frames before resizing (else squash)
+    smaller: Literal["resize", "reject"] = "resize"  # video: frames smaller than image_size
+    cache: Optional[str] = None  # video: decoded-video cache folder (default ~/.cache/cwworld/videos)
+    workers: int = 2  # DataLoader worker processes (0 = load in the training process)
 
     def validate(self) -> None:
         _check_min("data.num_videos", self.num_videos, 1)
         _check_min("data.num_objects", self.num_objects, 1)
+        _check_min("data.speed", self.speed, 0.0)
+        _check_min("data.stride", self.stride, 1)
+        _check_min("data.workers", self.workers, 0)
 
 
 @dataclass
 class EvalConfig:
     """Open-loop evaluation: ``context`` frames observed, ``horizon`` predicted."""
 
-    context: int = 36
-    horizon: int = 1000
-    num_samples: int = 1
-    batch_size: int = 8
+    context: int = 36  # frames observed before predicting
+    horizon: int = 1000  # frames predicted open-loop
+    num_samples: int = 1  # predictions per video (metrics: mean and best of these)
+    num_videos: int = 100  # held-out videos evaluated by `cwworld eval`
+    batch_size: int = 8  # videos per evaluation batch
 
     def validate(self) -> None:
-        for name in ("context", "horizon", "num_samples", "batch_size"):
+        for name in ("context", "horizon", "num_samples", "num_videos", "batch_size"):
             _check_min(f"eval.{name}", getattr(self, name), 1)
 
 
@@ -216,6 +232,11 @@ def load_config(path_or_preset: Union[str, os.PathLike, None] = None, overrides=
     cfg = Config()
     if path_or_preset is not None:
         _merge(cfg, _read_with_bases(path_or_preset, seen=()), str(path_or_preset))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides=()) -> Config:
+    """Apply dotted ``key=value`` assignments (values parsed as YAML) to ``cfg`` in place; validate."""
     for item in overrides:
         key, sep, raw = str(item).partition("=")
         if not sep or not key.strip():
@@ -230,17 +251,9 @@ def load_config(path_or_preset: Union[str, os.PathLike, None] = None, overrides=
 
 def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
     """Write the config as YAML, atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def _preset_dir():

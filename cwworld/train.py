@@ -1,4 +1,4 @@
-"""Training loop: a run directory, atomic checkpoints, exact resume, metrics.
+"""Training loop: a run directory, atomic checkpoints, exact resume, metrics, sample GIFs.
 
 A run directory holds::
 
@@ -6,11 +6,14 @@ A run directory holds::
     checkpoints/latest.pt       written every ``train.save_every`` steps and at the end
     checkpoints/step_000100.pt  numbered copies
     metrics.jsonl               one JSON object per logged step
+    events.out.tfevents.*       the same metrics for TensorBoard (``tensorboard --logdir runs``)
     samples/step_000100.gif     ground truth (top) against open-loop prediction (bottom)
 
 Re-running on the same directory resumes from ``checkpoints/latest.pt``:
-model, optimizer, step, the global torch RNG and the batch sampler's RNG, so
-the continued run draws the same batches and noise as an uninterrupted one.
+model, optimizer, step and the global torch RNG. The batch order is a function
+of the step (:class:`cwworld.data.StepBatchSampler`), so the continued run draws
+the same batches and noise as an uninterrupted one; metric lines logged after
+the checkpoint by a killed run are dropped from ``metrics.jsonl``.
 Checkpoints are plain tensors and dicts, loaded with ``weights_only=True``.
 """
 
@@ -20,7 +23,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -31,30 +33,36 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .config import Config, load_config, save_config
+from .data import make_dataset, make_loader
 from .model import CWVAE
-from .utils import keep_freed_memory, pick_device
+from .utils import atomic_output, atomic_write_text, keep_freed_memory, pick_device
 from .viz import save_gif, video_grid
+
+__all__ = ["NonFiniteLossError", "Trainer", "load_model", "prediction_grid"]
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
-def make_dataset(config: Config, split: str = "train"):
-    """The dataset named by ``config.data``; ``split="eval"`` gives held-out videos of eval length."""
-    data, model = config.data, config.model
-    if data.kind == "squares":
-        from .data.squares import BouncingSquares
+def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str, os.PathLike]] = None,
+               device: Union[str, torch.device] = "cpu") -> tuple[CWVAE, Config, int]:
+    """A trained model from a run directory: ``(model in eval mode, config, step)``.
 
-        if split == "train":
-            return BouncingSquares(data.num_videos, config.train.seq_len, data.num_objects,
-                                   model.image_size, model.channels, seed=data.seed)
-        length = config.eval.context + config.eval.horizon
-        return BouncingSquares(config.eval.batch_size, length, data.num_objects,
-                               model.image_size, model.channels, seed=data.seed + 1_000_003)
-    raise NotImplementedError(
-        f"data.kind {data.kind!r}: its reader is not implemented yet; use data.kind=squares"
-    )
+    ``checkpoint``: a checkpoint file; default ``RUN_DIR/checkpoints/latest.pt``.
+    """
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint (is {run_dir} a cwworld run directory?)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "config", "step"):
+        if key not in state:
+            raise ValueError(f"{path}: not a cwworld checkpoint (no {key!r} entry)")
+    config = Config.from_dict(state["config"], source=str(path))
+    model = CWVAE(config.model)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config, int(state["step"])
 
 
 class Trainer:
@@ -63,9 +71,10 @@ class Trainer:
     Args:
         config: the full config; on resume its ``model`` section must match the saved one.
         run_dir: the run directory (created if needed).
-        dataset: optional dataset with ``len()`` and ``batch(indices) -> dict``;
-            default: :func:`make_dataset`.
+        dataset: optional torch dataset of ``{"image": uint8 [T, H, W, C]}`` items;
+            default: :func:`cwworld.data.make_dataset` for ``config``.
         console: rich console for the progress bar and messages.
+        progress: show the progress bar.
     """
 
     def __init__(self, config: Config, run_dir: Union[str, os.PathLike], dataset=None,
@@ -88,8 +97,10 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.model = CWVAE(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps)
-        self.dataset = dataset if dataset is not None else make_dataset(config, "train")
-        self.batch_rng = torch.Generator().manual_seed(config.train.seed)
+        self.dataset = dataset if dataset is not None else make_dataset(config, "train", progress=progress)
+        summary = getattr(self.dataset, "summary", None)
+        if summary is not None:
+            self.console.print(f"data: {summary}")
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -97,17 +108,22 @@ class Trainer:
         self._loss_fn = self.model.loss_terms
         if config.train.compile:
             self._loss_fn = torch.compile(self.model.loss_terms)
+        for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)  # a save cut short by a killed run
         if (self.run_dir / "checkpoints" / "latest.pt").exists():
             self.load_checkpoint(self.run_dir / "checkpoints" / "latest.pt")
         save_config(config, saved)
+        self._drop_metrics_after(self.step)
 
     # -- one update ----------------------------------------------------------------------
 
-    def next_batch(self) -> dict:
-        B = self.config.train.batch_size
-        indices = torch.randint(len(self.dataset), (B,), generator=self.batch_rng).numpy()
-        batch = self.dataset.batch(indices)
-        return {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+    def batches(self):
+        """Endless training batches on the device, starting at the current step's batch."""
+        data = self.config.data
+        loader = make_loader(self.dataset, self.config.train.batch_size, seed=self.config.train.seed,
+                             start_step=self.step, workers=data.workers, pin_memory=self.device.type == "cuda")
+        for batch in loader:
+            yield {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
@@ -146,38 +162,78 @@ class Trainer:
             return metrics
         progress = Progress(
             TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, disable=not self.show_progress,
         )
-        with progress:
-            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
-            while self.step < cfg.steps:
+        events = None
+        if cfg.tensorboard:
+            from .tensorboard import EventWriter
+
+            events = EventWriter(self.run_dir)
+        batches = self.batches()
+        try:
+            with progress:
+                task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
                 t0 = time.perf_counter()
-                metrics = self.train_step(self.next_batch())
-                self.step += 1
-                metrics["frames_per_s"] = frames_per_step / (time.perf_counter() - t0)
-                if self.nonfinite_in_a_row >= cfg.max_nonfinite:
-                    self.save_checkpoint()
-                    raise NonFiniteLossError(
-                        f"{self.nonfinite_in_a_row} consecutive non-finite losses or gradients at step "
-                        f"{self.step}; stopping (train.max_nonfinite={cfg.max_nonfinite}). "
-                        "Try a lower train.lr or model.kl_balance / free_nats."
-                    )
-                kls = " ".join(f"kl{l}={metrics[f'kl/{l}']:.2f}" for l in range(self.model.levels))
-                progress.update(task, completed=self.step,
-                                info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
-                                     f"{metrics['frames_per_s']:.0f} frames/s")
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(metrics)
-                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                    self.save_checkpoint(numbered=True)
-                    self.save_samples()
+                for batch in batches:
+                    metrics = self.train_step(batch)
+                    self.step += 1
+                    now = time.perf_counter()
+                    metrics["frames_per_s"] = frames_per_step / (now - t0)
+                    t0 = now
+                    if self.nonfinite_in_a_row:
+                        self.console.print(f"[yellow]step {self.step}: non-finite loss or gradient, update "
+                                           f"skipped ({self.nonfinite_in_a_row} in a row, "
+                                           f"{self.nonfinite_total} in all)[/]")
+                    if self.nonfinite_in_a_row >= cfg.max_nonfinite:
+                        self.save_checkpoint()
+                        raise NonFiniteLossError(
+                            f"{self.nonfinite_in_a_row} consecutive non-finite losses or gradients at step "
+                            f"{self.step}; stopping (train.max_nonfinite={cfg.max_nonfinite}). "
+                            "Try a lower train.lr or model.kl_balance / free_nats."
+                        )
+                    kls = " ".join(f"kl{l}={metrics[f'kl/{l}']:.2f}" for l in range(self.model.levels))
+                    progress.update(task, completed=self.step,
+                                    info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
+                                         f"{metrics['frames_per_s']:.0f} frames/s")
+                    last = self.step == cfg.steps
+                    if self.step % cfg.log_every == 0 or last:
+                        self._log(metrics, events)
+                    if self.step % cfg.save_every == 0 or last:
+                        self.save_checkpoint(numbered=True)
+                    if self.step % cfg.sample_every == 0 or last:
+                        self.save_samples()
+                    if last:
+                        break
+                    t0 = time.perf_counter()
+        finally:
+            batches.close()
+            if events is not None:
+                events.close()
         return metrics
 
-    def _log(self, metrics: dict) -> None:
+    def _log(self, metrics: dict, events=None) -> None:
         record = {"step": self.step, "time": time.time(), **metrics}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if events is not None:
+            events.scalars(self.step, metrics)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Remove metric lines past ``step`` (logged by a run killed before its next checkpoint)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError):
+                continue  # a line cut short by a kill
+        if len(kept) != len(lines):
+            atomic_write_text(path, "".join(kept))
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -188,7 +244,6 @@ class Trainer:
             "step": self.step,
             "nonfinite_total": self.nonfinite_total,
             "torch_rng": torch.get_rng_state(),
-            "batch_rng": self.batch_rng.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.config.to_dict(),
         }
@@ -205,7 +260,6 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         torch.set_rng_state(state["torch_rng"])
-        self.batch_rng.set_state(state["batch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.console.print(f"resumed {self.run_dir} at step {self.step}")
@@ -215,13 +269,10 @@ class Trainer:
     def save_samples(self) -> Optional[Path]:
         """Open-loop predictions on held-out videos as a GIF: truth above, model below."""
         if self._eval_videos is None:
-            try:
-                self._eval_videos = make_dataset(self.config, "eval")
-            except NotImplementedError:
-                return None
+            self._eval_videos = make_dataset(self.config, "eval")
         videos, ev = self._eval_videos, self.config.eval
         n = min(len(videos), 4)
-        truth = videos.batch(np.arange(n))["image"].to(self.device)
+        truth = torch.stack([videos[i]["image"] for i in range(n)]).to(self.device)
         # the global RNG is saved in checkpoints: keep sampling from disturbing it
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.step)
@@ -245,13 +296,6 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
 
 
 def _atomic_torch_save(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

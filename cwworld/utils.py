@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
 
 import torch
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def atomic_output(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator[Path]:
+    """Write a file atomically: yields a temporary path in the same folder, which replaces
+    ``path`` when the block succeeds (with the usual permissions of a new file) and is
+    removed when it fails, so ``path`` is never seen half-written. ``suffix`` lets writers
+    that pick the format from the extension (PIL, matplotlib) see the right one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4

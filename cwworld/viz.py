@@ -1,14 +1,15 @@
-"""Pictures of videos: GIF writing and side-by-side prediction grids."""
+"""Pictures of videos: GIF and mp4 writing, side-by-side prediction grids."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
+
+from .utils import atomic_output
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -49,14 +50,45 @@ def save_gif(path: Union[str, os.PathLike], frames, fps: float = 10.0, scale: in
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     mode = "L" if frames.shape[-1] == 1 else "RGB"
     images = [Image.fromarray(f[..., 0] if mode == "L" else f, mode=mode) for f in frames]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".gif", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".gif") as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
+
+
+def save_mp4(path: Union[str, os.PathLike], frames, fps: float = 10.0, scale: int = 1, crf: int = 18) -> Path:
+    """Write ``[T, H, W, C]`` frames (C = 1 or 3) as an H.264 mp4 with PyAV, atomically.
+
+    H and W (after ``scale``) must be even (yuv420p); ``crf`` 0 is lossless luma.
+    """
+    import av
+
+    frames = to_uint8(frames)
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3):
+        raise ValueError(f"save_mp4: expected frames [T, H, W, 1 or 3], found shape {frames.shape}")
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    if frames.shape[-1] == 1:
+        frames = frames.repeat(3, axis=-1)
+    T, H, W, _ = frames.shape
+    if H % 2 or W % 2:
+        raise ValueError(f"save_mp4: frame height and width must be even for yuv420p, found {H}x{W}")
+    with atomic_output(path, suffix=".mp4") as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
+def save_video(path: Union[str, os.PathLike], frames, fps: float = 10.0, scale: int = 2) -> Path:
+    """Write frames as a GIF or an mp4, chosen by the file extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return save_gif(path, frames, fps=fps, scale=scale)
+    if suffix == ".mp4":
+        return save_mp4(path, frames, fps=fps, scale=scale)
+    raise ValueError(f"{path}: unsupported video extension {suffix!r} (use .gif or .mp4)")

@@ -10,12 +10,12 @@ def test_presets_carry_the_official_hyperparameters():
     mm = load_config("mmnist")
     assert (mm.model.levels, mm.model.factor, mm.model.stoch, mm.model.deter, mm.model.hidden) == (3, 6, 20, 200, 200)
     assert (mm.model.dec_stddev, mm.model.embed, mm.train.lr, mm.train.batch_size) == (1.0, 1000, 3e-4, 50)
-    assert (mm.train.seq_len, mm.eval.context, mm.eval.horizon, mm.train.adam_eps) == (100, 36, 1000, 1e-4)
+    assert (mm.train.seq_len, mm.eval.context, mm.eval.horizon, mm.train.adam_eps) == (100, 36, 964, 1e-4)
     mine = load_config("minerl_navigate")
     assert (mine.model.stoch, mine.model.deter, mine.model.hidden, mine.model.dec_stddev) == (100, 800, 800, 0.4)
-    assert (mine.train.lr, mine.eval.horizon, mine.model.channels) == (1e-4, 500, 3)
+    assert (mine.train.lr, mine.eval.horizon, mine.model.channels) == (1e-4, 464, 3)
     mazes = load_config("gqn_mazes")
-    assert (mazes.model.stoch, mazes.model.deter, mazes.model.dec_stddev, mazes.eval.horizon) == (20, 200, 0.1, 300)
+    assert (mazes.model.stoch, mazes.model.deter, mazes.model.dec_stddev, mazes.eval.horizon) == (20, 200, 0.1, 264)
     assert load_config("rssm").model.levels == 1
     assert load_config("notmpabs").model.factor == 1
     assert load_config("kth").model.channels == 1

@@ -10,8 +10,8 @@ from cwworld.train import Trainer
 
 TINY = ["model.levels=2", "model.factor=2", "model.stoch=4", "model.deter=8", "model.hidden=8",
         "model.embed=16", "model.cnn_depth=4", "model.enc_dense_layers=2",
-        "train.batch_size=2", "train.seq_len=6", "train.log_every=1", "data.num_videos=8",
-        "eval.context=4", "eval.horizon=4", "eval.batch_size=2"]
+        "train.batch_size=2", "train.seq_len=6", "train.log_every=1", "data.num_videos=8", "data.workers=0",
+        "eval.context=4", "eval.horizon=4", "eval.batch_size=2", "eval.num_videos=2"]
 
 
 def tiny_run_config(steps, save_every=2):
@@ -54,7 +54,7 @@ def test_nonfinite_loss_skips_the_update_and_stops_after_max(tmp_path):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with torch.no_grad():
         trainer.model.decoder.dense.bias.fill_(float("nan"))
-    metrics = trainer.train_step(trainer.next_batch())
+    metrics = trainer.train_step(next(trainer.batches()))
     assert metrics["skipped_updates"] == 1.0
     after = trainer.model.state_dict()
     assert torch.equal(before["cells.0.gru.weight_hh"], after["cells.0.gru.weight_hh"])

@@ -42,7 +42,8 @@ def bouncing_squares(
 
 
 class BouncingSquares(Dataset):
-    """Torch dataset of ``{"image": uint8 [seq_len, H, W, C]}`` bouncing-square videos.
+    """Torch dataset of ``{"image": uint8 [seq_len, H, W, C]}`` bouncing-square videos,
+    generated on access (nothing is stored).
 
     Args:
         num_videos: dataset size.
@@ -64,9 +65,11 @@ class BouncingSquares(Dataset):
     ):
         self.num_videos, self.seq_len = num_videos, seq_len
         self.num_objects, self.image_size, self.channels, self.seed = num_objects, image_size, channels, seed
-        self._videos = np.stack([self._make(i) for i in range(num_videos)])  # (N, T, H, W, C)
 
-    def _make(self, index: int) -> np.ndarray:
+    def video(self, index: int) -> np.ndarray:
+        """Video ``index`` as ``uint8 [seq_len, H, W, C]``."""
+        if not 0 <= index < self.num_videos:
+            raise IndexError(f"BouncingSquares: index {index} out of range for {self.num_videos} videos")
         rng = np.random.default_rng([self.seed, index])
         return bouncing_squares(rng, self.seq_len, self.num_objects, self.image_size, self.channels)
 
@@ -74,8 +77,4 @@ class BouncingSquares(Dataset):
         return self.num_videos
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": torch.from_numpy(self._videos[index])}
-
-    def batch(self, indices) -> dict:
-        """Several videos at once: ``{"image": uint8 [B, seq_len, H, W, C]}``."""
-        return {"image": torch.from_numpy(self._videos[np.asarray(indices)])}
+        return {"image": torch.from_numpy(self.video(int(index)))}

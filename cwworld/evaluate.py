@@ -1,0 +1,315 @@
+"""Open-loop evaluation: SSIM and PSNR per predicted frame, per-level KL, pictures.
+
+For each held-out video the model observes ``context`` frames and predicts the
+next ``horizon`` frames open-loop, ``num_samples`` times. Each predicted frame is
+compared with the true frame:
+
+* **SSIM**: the standard definition (Wang et al. 2004) as ``tf.image.ssim`` computes it:
+  11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, valid positions only,
+  averaged over positions and channels. Pixels are in [0, 1] and the data range is 1
+  (the official CW-VAE code passed range 2 for [0, 1] data, which inflates SSIM).
+* **PSNR**: ``10 log10(1 / MSE)`` per frame, MSE over pixels and channels in [0, 1]
+  (capped at 100 dB for an exact match).
+
+Predictions are clipped to [0, 1] (the model's ``decode`` does this). Two summaries
+per horizon step are reported: the **mean** over the N samples (then over videos) and
+the **best of N**: per video the sample whose metric averaged over the horizon is
+highest, so a curve is one whole sample, not a per-frame maximum.
+
+The per-level KL table (the paper's Table 1) is computed on the ground-truth videos
+with every level observing: ``kl_per_frame`` is each level's KL(q || p) summed over its
+active steps and divided by the number of frames (as the training metric ``kl/l``),
+``kl_per_tick`` divides by that level's number of active steps instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .model import CWVAE, _gaussian_kl
+from .utils import atomic_output, atomic_write_text
+from .viz import save_video, video_grid
+
+__all__ = ["EvalResult", "evaluate", "evaluate_run", "plot_metrics", "psnr", "ssim", "write_results"]
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float32) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return (g / g.sum()).to(dtype)
+
+
+def ssim(pred: torch.Tensor, truth: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """SSIM per frame: ``[..., H, W, C]`` float -> ``[...]`` (see the module docstring)."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"ssim: pred and truth shapes differ: {list(pred.shape)} vs {list(truth.shape)}")
+    lead = pred.shape[:-3]
+    # float64: E[x^2] - E[x]^2 cancels badly in float32 next to the small constants
+    x = rearrange(pred.double(), "... h w c -> (...) c h w")
+    y = rearrange(truth.double(), "... h w c -> (...) c h w")
+    C = x.shape[1]
+    g = _gaussian_window(dtype=torch.float64).to(x.device)
+    if min(x.shape[-2:]) < len(g):
+        raise ValueError(f"ssim: frames must be at least {len(g)} pixels on each side, found {list(x.shape[-2:])}")
+
+    def blur(t):  # separable Gaussian, valid positions, per channel
+        t = F.conv2d(t, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+        return F.conv2d(t, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    contrast_structure = (2 * cov + c2) / (var_x + var_y + c2)
+    return (luminance * contrast_structure).mean(dim=(1, 2, 3)).reshape(lead).float()
+
+
+def psnr(pred: torch.Tensor, truth: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB per frame: ``[..., H, W, C]`` -> ``[...]``; capped at 100 dB."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"psnr: pred and truth shapes differ: {list(pred.shape)} vs {list(truth.shape)}")
+    mse = ((pred.double() - truth.double()) ** 2).mean(dim=(-3, -2, -1))
+    return (10.0 * torch.log10(data_range**2 / mse.clamp_min(data_range**2 * 1e-10))).float()
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """Per-frame metrics ``[videos, samples, horizon]`` and the per-level KL table."""
+
+    ssim: np.ndarray
+    psnr: np.ndarray
+    kl_per_frame: list[float]
+    kl_per_tick: list[float]
+    context: int
+    horizon: int
+    num_samples: int
+    name: str = "model"
+    step: Optional[int] = None
+    predictions: Optional[np.ndarray] = None  # uint8 grid video: truth and samples
+    top_prior: Optional[np.ndarray] = None  # uint8 grid video: top level from its prior
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_videos(self) -> int:
+        return self.ssim.shape[0]
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """``{ssim_mean, ssim_best, psnr_mean, psnr_best}``, each ``[horizon]``."""
+        out = {}
+        for metric in ("ssim", "psnr"):
+            values = getattr(self, metric)  # [V, S, H]
+            out[f"{metric}_mean"] = values.mean(axis=(0, 1))
+            best = values.mean(axis=2).argmax(axis=1)  # [V]: the best whole sample per video
+            out[f"{metric}_best"] = values[np.arange(len(values)), best].mean(axis=0)
+        return out
+
+    def summary(self) -> dict:
+        curves = self.curves()
+        return {
+            "name": self.name, "step": self.step, "videos": self.num_videos, "samples": self.num_samples,
+            "context": self.context, "horizon": self.horizon,
+            **{f"{key}_avg": float(value.mean()) for key, value in curves.items()},
+            "kl_per_frame": self.kl_per_frame, "kl_per_tick": self.kl_per_tick,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: CWVAE,
+    videos,
+    context: int,
+    horizon: int,
+    num_samples: int = 1,
+    num_videos: Optional[int] = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    grid_videos: int = 4,
+    progress: bool = False,
+    name: str = "model",
+) -> EvalResult:
+    """Evaluate ``model`` open-loop on a dataset of ``{"image": uint8 [T, H, W, C]}`` videos
+    (``T >= context + horizon``); the first ``num_videos`` (default all) are used."""
+    total = len(videos) if num_videos is None else min(num_videos, len(videos))
+    if total < 1:
+        raise ValueError("evaluate: the dataset holds no videos")
+    length = context + horizon
+    model.eval()
+    device = model.device
+    ssims, psnrs, kls, grids = [], [], [], {}
+    L, k = model.levels, model.config.factor
+    ticks = [math.ceil(length / k**level) for level in range(L)]
+    batches = range(0, total, batch_size)
+    if progress:
+        from rich.progress import track
+
+        batches = track(batches, description=f"evaluating {name}", transient=True)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in batches:
+            items = [videos[i]["image"] for i in range(start, min(start + batch_size, total))]
+            truth = torch.stack(items).to(device)
+            if truth.shape[1] < length:
+                raise ValueError(f"evaluate: videos have {truth.shape[1]} frames, context + horizon = {length}")
+            truth = truth[:, :length]
+            target = truth[:, context:].float() / 255.0  # [B, H, h, w, c]
+            pred = model.predict(truth[:, :context], horizon, num_samples=num_samples)  # [B, S, H, h, w, c]
+            ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
+            psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
+            traj = model.observe(truth, sample=False)
+            kls.append(torch.stack([
+                _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum(dim=(1, 2)).cpu()
+                for post, prior in zip(traj.posterior, traj.prior)
+            ], dim=1))  # [B, L], nats per sequence
+            if start == 0:
+                grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos])
+    kl = torch.cat(kls).mean(dim=0)  # [L]
+    return EvalResult(
+        ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
+        kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
+        context=context, horizon=horizon, num_samples=num_samples, name=name, **grids,
+    )
+
+
+def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor) -> dict:
+    """Grid videos: truth above each sample; and all-levels vs top-level-from-prior predictions."""
+    recon = model.decode(model.observe(truth[:, :context]).features)  # [B, C, h, w, c]
+    with_context = lambda p: torch.cat([recon, p], dim=1).cpu()  # noqa: E731
+    rows = [list(truth.cpu())] + [list(with_context(pred[:, s])) for s in range(min(pred.shape[1], 3))]
+    out = {"predictions": video_grid(rows)}
+    if model.levels > 1:
+        blind_top = [True] * (model.levels - 1) + [False]
+        prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, use_obs=blind_top)[:, 0]))
+                      for _ in range(2)]
+        out["top_prior"] = video_grid([list(truth.cpu()), list(with_context(pred[:, 0]))] + prior_rows)
+    return out
+
+
+# -- outputs ------------------------------------------------------------------------------
+
+
+def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: float = 10.0) -> dict[str, Path]:
+    """Write ``metrics.csv`` (one row per horizon step), ``metrics.json``, ``kl.csv``,
+    ``ssim.png``, ``psnr.png``, ``predictions.gif`` and ``top_prior.gif`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = result.curves()
+    paths = {}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["t", "frame", "ssim_mean", "ssim_best", "psnr_mean", "psnr_best"])
+    for i in range(result.horizon):
+        writer.writerow([i + 1, result.context + i] + [f"{curves[key][i]:.6f}" for key in
+                                                        ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best")])
+    paths["csv"] = atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
+    record = {**result.summary(), "best_of": result.num_samples,
+              "definition": {"ssim": "gaussian 11x11 sigma 1.5, data range 1, predictions clipped to [0, 1]",
+                             "psnr": "10 log10(1 / mse), data range 1, capped at 100 dB",
+                             "mean": "mean over samples, then over videos",
+                             "best": "per video the sample with the highest horizon-averaged metric"},
+              "per_step": {key: [float(v) for v in value] for key, value in curves.items()}}
+    paths["json"] = atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=1) + "\n")
+    kl_rows = "level,kl_per_frame,kl_per_tick\n" + "".join(
+        f"{level},{a:.6f},{b:.6f}\n" for level, (a, b) in enumerate(zip(result.kl_per_frame, result.kl_per_tick)))
+    paths["kl"] = atomic_write_text(out_dir / "kl.csv", kl_rows)
+    paths.update(plot_metrics([result], out_dir))
+    if result.predictions is not None:
+        paths["predictions"] = save_video(out_dir / "predictions.gif", result.predictions, fps=fps)
+    if result.top_prior is not None:
+        paths["top_prior"] = save_video(out_dir / "top_prior.gif", result.top_prior, fps=fps)
+    return paths
+
+
+def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
+    """``ssim.png`` and ``psnr.png``: each metric against the horizon, one colour per result
+    (solid: mean over samples, dashed: best of N), like the paper's Fig. 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for metric, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+        for i, result in enumerate(results):
+            curves = result.curves()
+            t = np.arange(1, result.horizon + 1)
+            colour = f"C{i}"
+            ax.plot(t, curves[f"{metric}_mean"], color=colour, label=f"{result.name} (mean of {result.num_samples})")
+            if result.num_samples > 1:
+                ax.plot(t, curves[f"{metric}_best"], color=colour, linestyle="--",
+                        label=f"{result.name} (best of {result.num_samples})")
+        ax.set_xlabel("frames predicted after the context")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        videos = ", ".join(sorted({str(r.num_videos) for r in results}))
+        ax.set_title(f"open-loop {label.split()[0]}, {videos} test videos, context {results[0].context}", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"{metric}.png"
+        try:
+            with atomic_output(path, suffix=".png") as tmp:
+                fig.savefig(tmp)
+        finally:
+            plt.close(fig)
+        paths[metric] = path
+    return paths
+
+
+def evaluate_run(
+    run_dir: Union[str, os.PathLike],
+    out_dir: Union[str, os.PathLike, None] = None,
+    context: Optional[int] = None,
+    horizon: Optional[int] = None,
+    num_samples: Optional[int] = None,
+    num_videos: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    checkpoint: Optional[str] = None,
+    device: str = "auto",
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+) -> tuple[EvalResult, dict[str, Path]]:
+    """Evaluate a run directory's model on its config's held-out data; writes into
+    ``out_dir`` (default ``RUN_DIR/eval``). Arguments left None come from the config's
+    ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``."""
+    from .config import apply_overrides
+    from .data import make_dataset
+    from .train import load_model
+    from .utils import pick_device
+
+    run_dir = Path(run_dir)
+    model, config, step = load_model(run_dir, checkpoint, device=pick_device(device))
+    apply_overrides(config, overrides)
+    ev = config.eval
+    ev.context = context or ev.context
+    ev.horizon = horizon or ev.horizon
+    ev.num_samples = num_samples or ev.num_samples
+    ev.num_videos = num_videos or ev.num_videos
+    ev.batch_size = batch_size or ev.batch_size
+    videos = make_dataset(config, "eval", progress=progress)
+    result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
+                      seed=seed, progress=progress, name=run_dir.name)
+    result.step = step
+    return result, write_results(result, out_dir or run_dir / "eval")

@@ -1,0 +1,141 @@
+"""Evaluation: SSIM/PSNR definitions, outputs of `cwworld eval` and `cwworld predict`, TensorBoard files."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cwworld.cli import main
+from cwworld.evaluate import EvalResult, evaluate_run, psnr, ssim
+from cwworld.tensorboard import EventWriter, crc32c, read_records, read_scalars
+from cwworld.train import Trainer, load_model
+from cwworld.viz import save_mp4
+
+from test_train import tiny_run_config
+
+
+def test_psnr_matches_its_definition():
+    truth = torch.full((2, 16, 16, 1), 0.5)
+    assert torch.allclose(psnr(truth + 0.1, truth), torch.full((2,), 20.0), atol=1e-4)  # mse 0.01
+    assert torch.allclose(psnr(truth, truth), torch.full((2,), 100.0))
+
+
+def test_ssim_of_constant_images_matches_the_formula():
+    a, b = 0.3, 0.7
+    x, y = torch.full((1, 20, 20, 3), a), torch.full((1, 20, 20, 3), b)
+    c1 = 0.01**2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)  # no variance: the structure term is 1
+    assert torch.allclose(ssim(x, y), torch.tensor([expected]), atol=1e-5)
+
+
+def test_ssim_properties():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 32, 32, 1, generator=g)
+    assert torch.allclose(ssim(x, x), torch.ones(3), atol=1e-5)
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    very = (x + 0.5 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert torch.allclose(ssim(x, noisy), ssim(noisy, x), atol=1e-6)
+    assert (ssim(x, very) < ssim(x, noisy)).all() and (ssim(x, noisy) < 0.95).all()
+    with pytest.raises(ValueError, match="shapes differ"):
+        ssim(x, x[:2])
+
+
+def test_best_of_n_picks_whole_samples():
+    values = np.array([[[0.1, 0.9], [0.5, 0.6]]])  # one video, two samples, horizon 2
+    result = EvalResult(ssim=values, psnr=values * 10, kl_per_frame=[0.0], kl_per_tick=[0.0],
+                        context=1, horizon=2, num_samples=2)
+    curves = result.curves()
+    assert np.allclose(curves["ssim_mean"], [0.3, 0.75])
+    assert np.allclose(curves["ssim_best"], [0.5, 0.6])  # sample 1 has the higher average (0.55 > 0.5)
+
+
+def test_tensorboard_events_round_trip(tmp_path):
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    with EventWriter(tmp_path) as writer:
+        writer.scalars(1, {"loss": 1.5, "kl/0": 0.25})
+        writer.scalars(300, {"loss": -2.0})
+    assert read_scalars(tmp_path) == {"loss": [(1, 1.5), (300, -2.0)], "kl/0": [(1, 0.25)]}
+    path = next(tmp_path.glob("events.out.tfevents.*"))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-5])  # a killed writer: the last record is cut short and dropped
+    assert len(read_records(path)) == 2
+    path.write_bytes(raw[:30] + bytes([raw[30] ^ 1]) + raw[31:])
+    with pytest.raises(ValueError, match="CRC mismatch"):
+        read_records(path)
+
+
+def test_tensorboard_reads_our_events(tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    with EventWriter(tmp_path) as writer:
+        writer.scalars(5, {"loss": 3.25})
+        writer.scalars(10, {"loss": 1.0})
+    acc = accumulator.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(5, 3.25), (10, 1.0)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = tiny_run_config(4)
+    cfg.eval.num_samples = 2
+    Trainer(cfg, run, progress=False).train()
+    return run
+
+
+def test_end_to_end_train_then_eval(trained_run):
+    assert (trained_run / "checkpoints" / "latest.pt").exists()
+    steps = [json.loads(line)["step"] for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    scalars = read_scalars(trained_run)
+    assert [s for s, _ in scalars["loss"]] == [1, 2, 3, 4] and "kl/1" in scalars
+    assert (trained_run / "samples" / "step_000004.gif").read_bytes()[:6] == b"GIF89a"
+
+    result, paths = evaluate_run(trained_run, horizon=5, num_videos=3)
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and [int(r["t"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["frame"]) for r in rows] == [4, 5, 6, 7, 8]  # context 4
+    for row in rows:
+        assert math.isfinite(float(row["psnr_mean"])) and 0 < float(row["psnr_mean"]) < 100
+        assert -1 <= float(row["ssim_mean"]) <= float(row["ssim_best"]) + 1e-9 <= 1
+    record = json.loads(paths["json"].read_text())
+    assert record["samples"] == 2 and record["videos"] == 3 and record["step"] == 4
+    assert len(record["per_step"]["psnr_best"]) == 5 and len(record["kl_per_frame"]) == 2
+    assert result.ssim.shape == (3, 2, 5)
+    for name in ("ssim", "psnr"):
+        assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["predictions"].read_bytes()[:6] == b"GIF89a" and paths["top_prior"].exists()
+    assert paths["kl"].read_text().splitlines()[0] == "level,kl_per_frame,kl_per_tick"
+
+
+def test_cli_eval_compares_runs_and_predict_writes_gif_and_mp4(trained_run, tmp_path, capsys):
+    assert main(["eval", str(trained_run), str(trained_run), "--horizon", "3", "--videos", "2",
+                 "--out", str(tmp_path / "cmp"), "--no-progress"]) == 0
+    assert (tmp_path / "cmp" / "ssim.png").exists() and (tmp_path / "cmp" / "run0" / "metrics.csv").exists()
+    assert "SSIM mean" in capsys.readouterr().err
+    frames = (np.random.default_rng(0).random((12, 64, 64, 3)) * 255).astype(np.uint8)
+    save_mp4(tmp_path / "clip.mp4", frames, scale=1)
+    for out in ("p.gif", "p.mp4"):
+        assert main(["predict", str(trained_run), "--video", str(tmp_path / "clip.mp4"), "--context", "4",
+                     "--horizon", "6", "--samples", "2", "--out", str(tmp_path / out)]) == 0
+    assert (tmp_path / "p.gif").read_bytes()[:6] == b"GIF89a"
+    import av
+
+    with av.open(str(tmp_path / "p.mp4")) as container:
+        decoded = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    assert len(decoded) == 10  # context + horizon frames
+    assert main(["predict", str(trained_run), "--video", str(tmp_path / "clip.mp4"), "--context", "40",
+                 "--out", str(tmp_path / "x.gif")]) == 2
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_load_model_restores_the_trained_weights(trained_run):
+    model, config, step = load_model(trained_run)
+    state = torch.load(trained_run / "checkpoints" / "latest.pt", weights_only=True)
+    assert step == 4 and config.model.levels == 2 and not model.training
+    assert torch.equal(model.state_dict()["cells.0.gru.weight_hh"], state["model"]["cells.0.gru.weight_hh"])
