@@ -9,6 +9,7 @@ Stages, each timed separately in one process:
 * decode: PyAV decoding of every video plus writing the uint8 cache (first use of a folder);
 * serve:  batches ``[B, T, 64, 64, 3]`` from the cache through the DataLoader
   (``--workers`` processes, collation included), what the trainer receives;
+* generate: Moving MNIST batches made on the fly (for comparison);
 * train:  frames per second of `minerl_navigate` training steps (forward, backward, Adam)
   at ``--model-batch`` on this machine (CPU frames/s hardly depend on the batch size).
 
@@ -30,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 import cwworld
-from cwworld.data import VideoFolder, make_loader
+from cwworld.data import MovingMNIST, VideoFolder, make_loader
 from cwworld.utils import cpu_name, keep_freed_memory
 from cwworld.viz import save_mp4
 
@@ -89,6 +90,14 @@ def main(argv=None) -> dict:
             rows.append((f"serve batches [{args.batch}, {args.seq_len}, 64, 64, 3]", f"{workers} workers",
                          args.batches * args.batch * args.seq_len / elapsed))
             del loader
+
+        mnist = MovingMNIST(100_000, args.seq_len)
+        loader = iter(make_loader(mnist, args.batch, seed=0, workers=0))
+        t0 = time.perf_counter()
+        for _ in range(5):
+            next(loader)
+        rows.append((f"generate Moving MNIST [{args.batch}, {args.seq_len}, 64, 64, 1]", "0 workers",
+                     5 * args.batch * args.seq_len / (time.perf_counter() - t0)))
 
         config = cwworld.load_config("minerl_navigate")
         torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Trainer: run directory contents, atomic checkpoints, exact resume, CLI."""
 
 import json
+import os
 
 import torch
 
@@ -20,7 +21,10 @@ def tiny_run_config(steps, save_every=2):
 
 def test_run_directory_holds_config_checkpoints_metrics_and_gif(tmp_path):
     metrics = Trainer(tiny_run_config(4), tmp_path, progress=False).train()
-    assert (tmp_path / "config.yaml").exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    for written in ("config.yaml", "checkpoints/latest.pt", "samples/step_000004.gif"):
+        assert (tmp_path / written).stat().st_mode & 0o777 == 0o666 & ~mask  # like any new file, not 0600
     assert load_config(tmp_path / "config.yaml").model.levels == 2
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["latest.pt", "step_000002.pt", "step_000004.pt"]
