@@ -3,6 +3,7 @@
     cwworld train [--config NAME_OR_PATH] [--run-dir DIR] [key=value ...]
     cwworld eval RUN_DIR [RUN_DIR ...] [--context N] [--horizon N] [--samples N] ...
     cwworld predict RUN_DIR --video PATH [--context 36] [--horizon 500] [--out FILE.gif]
+    cwworld convert minerl SRC DST                    MineRL demonstrations -> replay chunks
     cwworld config [NAME_OR_PATH] [key=value ...]     print the resolved config
     cwworld presets                                   list the shipped presets
 """
@@ -100,6 +101,17 @@ def _predict(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from .data.minerl import convert_minerl
+
+    summary = convert_minerl(args.src, args.dst, image_size=args.image_size, chunk_size=args.chunk_size,
+                             progress=not args.no_progress)
+    print(f"{args.dst}: {summary}")
+    for name, reason in summary.skipped:
+        print(f"  skipped {name}: {reason}")
+    return 0
+
+
 def _config(args) -> int:
     cfg = load_config(args.config, args.overrides)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -170,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     pr.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
     pr.set_defaults(func=_predict)
+
+    conv = sub.add_parser(
+        "convert", help="convert demonstrations into replay-buffer chunks",
+        description="Convert MineRL demonstrations into replay chunks (one stream per demonstration, in the "
+                    "step layout: the reward paid for action t is stored at step t+1). Re-running skips "
+                    "streams already converted.",
+    )
+    conv.add_argument("format", choices=["minerl"], help="source format: minerl (v0 streams or the CW-VAE release)")
+    conv.add_argument("src", help="MineRL v0 root or env folder (<stream>/recording.mp4, rendered.npz, "
+                                  "metadata.json), or the processed release (train/, test/ or a folder of mp4s)")
+    conv.add_argument("dst", help="replay directory to write (created; resumable)")
+    conv.add_argument("--image-size", type=int, default=64, help="frame size in pixels (default 64)")
+    conv.add_argument("--chunk-size", type=int, default=1000, help="steps per chunk file (default 1000)")
+    conv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    conv.set_defaults(func=_convert)
 
     config = sub.add_parser("config", help="print a resolved config as YAML")
     config.add_argument("config", nargs="?", default=None, help="preset name or YAML file")

@@ -150,11 +150,13 @@ class DataConfig:
     ``squares``: generated bouncing squares; ``mmnist``: generated Moving MNIST
     (digits from ``path`` when given, else the digits shipped with the package);
     ``video``: a folder of video files (``path``; when it holds ``train/`` and
-    ``test/`` folders, as the paper's releases do, those are the two splits).
+    ``test/`` folders, as the paper's releases do, those are the two splits);
+    ``replay``: a replay directory (``cwworld convert minerl`` output, or a buffer
+    written by collection), with actions and rewards.
     """
 
-    kind: Literal["squares", "mmnist", "video"] = "squares"
-    path: Optional[str] = None  # mmnist: MNIST files (optional); video: the video folder
+    kind: Literal["squares", "mmnist", "video", "replay"] = "squares"
+    path: Optional[str] = None  # mmnist: MNIST files (optional); video: the video folder; replay: its directory
     eval_path: Optional[str] = None  # video: held-out folder (default: path/test, else path)
     num_videos: int = 256  # generated kinds: videos in the training set
     num_objects: int = 2  # generated kinds: squares or digits per video
@@ -166,6 +168,7 @@ class DataConfig:
     smaller: Literal["resize", "reject"] = "resize"  # video: frames smaller than image_size
     cache: Optional[str] = None  # video: decoded-video cache folder (default ~/.cache/cwworld/videos)
     workers: int = 2  # DataLoader worker processes (0 = load in the training process)
+    align: bool = False  # replay: start sequences where the episode's step is a multiple of k**(L-1)
 
     def validate(self) -> None:
         _check_min("data.num_videos", self.num_videos, 1)

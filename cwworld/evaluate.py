@@ -166,22 +166,27 @@ def evaluate(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in batches:
-            items = [videos[i]["image"] for i in range(start, min(start + batch_size, total))]
-            truth = torch.stack(items).to(device)
+            items = [videos[i] for i in range(start, min(start + batch_size, total))]
+            truth = torch.stack([item["image"] for item in items]).to(device)
             if truth.shape[1] < length:
                 raise ValueError(f"evaluate: videos have {truth.shape[1]} frames, context + horizon = {length}")
             truth = truth[:, :length]
+            actions = None
+            if model.config.action_dim > 0:  # the true actions, as the paper's action-conditioned setting
+                actions = torch.stack([item["action"] for item in items]).float().to(device)[:, :length]
             target = truth[:, context:].float() / 255.0  # [B, H, h, w, c]
-            pred = model.predict(truth[:, :context], horizon, num_samples=num_samples)  # [B, S, H, h, w, c]
+            pred = model.predict(truth[:, :context], horizon, actions=actions,
+                                 num_samples=num_samples)  # [B, S, H, h, w, c]
             ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
-            traj = model.observe(truth, sample=False)
+            traj = model.observe(truth, actions, sample=False)
             kls.append(torch.stack([
                 _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum(dim=(1, 2)).cpu()
                 for post, prior in zip(traj.posterior, traj.prior)
             ], dim=1))  # [B, L], nats per sequence
             if start == 0:
-                grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos])
+                grid_actions = None if actions is None else actions[:grid_videos]
+                grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos], grid_actions)
     kl = torch.cat(kls).mean(dim=0)  # [L]
     return EvalResult(
         ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
@@ -190,15 +195,17 @@ def evaluate(
     )
 
 
-def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor) -> dict:
+def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor,
+           actions: Optional[torch.Tensor] = None) -> dict:
     """Grid videos: truth above each sample; and all-levels vs top-level-from-prior predictions."""
-    recon = model.decode(model.observe(truth[:, :context]).features)  # [B, C, h, w, c]
+    ctx_actions = None if actions is None else actions[:, :context]
+    recon = model.decode(model.observe(truth[:, :context], ctx_actions).features)  # [B, C, h, w, c]
     with_context = lambda p: torch.cat([recon, p], dim=1).cpu()  # noqa: E731
     rows = [list(truth.cpu())] + [list(with_context(pred[:, s])) for s in range(min(pred.shape[1], 3))]
     out = {"predictions": video_grid(rows)}
     if model.levels > 1:
         blind_top = [True] * (model.levels - 1) + [False]
-        prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, use_obs=blind_top)[:, 0]))
+        prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, actions, use_obs=blind_top)[:, 0]))
                       for _ in range(2)]
         out["top_prior"] = video_grid([list(truth.cpu()), list(with_context(pred[:, 0]))] + prior_rows)
     return out

@@ -65,6 +65,23 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
     return model.to(device).eval(), config, int(state["step"])
 
 
+def model_inputs(model: CWVAE, batch: dict) -> dict:
+    """The fields of a data batch the model reads, checked (eagerly, so a compiled loss sees no
+    data-dependent branches) and in the model's dtypes. Actions are dropped for a video-only
+    model (``action_dim: 0``), which can train on action-labelled data."""
+    image = model._check_image(batch["image"])
+    B, T = image.shape[:2]
+    out = {"image": image}
+    if model.config.action_dim > 0:
+        if "action" not in batch:
+            raise ValueError(f"model.action_dim is {model.config.action_dim} but the data has no 'action' field "
+                             f"(fields: {sorted(batch)}); use data with actions or model.action_dim=0")
+        out["action"] = model._check_action(torch.as_tensor(batch["action"]).float(), B, T)
+    if "is_first" in batch:
+        out["is_first"] = model._check_is_first(torch.as_tensor(batch["is_first"]).bool(), B, T)
+    return out
+
+
 class Trainer:
     """Trains a :class:`CWVAE` into a run directory.
 
@@ -128,9 +145,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
         model, cfg = self.model, self.config.train
-        # checked eagerly, so a compiled loss sees no data-dependent branches
-        image = model._check_image(batch["image"])
-        batch = {**batch, "image": image}
+        batch = model_inputs(model, batch)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if cfg.precision == "bf16" else contextlib.nullcontext())
         with autocast:
@@ -272,23 +287,30 @@ class Trainer:
             self._eval_videos = make_dataset(self.config, "eval")
         videos, ev = self._eval_videos, self.config.eval
         n = min(len(videos), 4)
-        truth = torch.stack([videos[i]["image"] for i in range(n)]).to(self.device)
+        items = [videos[i] for i in range(n)]
+        truth = torch.stack([item["image"] for item in items]).to(self.device)
+        actions = None
+        if self.model.config.action_dim > 0:
+            actions = torch.stack([item["action"] for item in items]).float().to(self.device)
         # the global RNG is saved in checkpoints: keep sampling from disturbing it
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.step)
-            grid = prediction_grid(self.model, truth, ev.context, ev.horizon)
+            grid = prediction_grid(self.model, truth, ev.context, ev.horizon, actions)
         return save_gif(self.run_dir / "samples" / f"step_{self.step:06d}.gif", grid)
 
 
 @torch.no_grad()
-def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: int) -> np.ndarray:
+def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: int,
+                    actions: Optional[torch.Tensor] = None) -> np.ndarray:
     """``truth [B, context + horizon, H, W, C]`` -> grid video: per video, truth above and
-    the model below (posterior reconstruction over the context, then open-loop prediction)."""
+    the model below (posterior reconstruction over the context, then open-loop prediction,
+    given the true ``actions [B, context + horizon, A]`` for an action-conditioned model)."""
     was_training = model.training
     model.eval()
     try:
-        recon = model.decode(model.observe(truth[:, :context]).features)
-        pred = model.predict(truth[:, :context], horizon)[:, 0]
+        ctx_actions = None if actions is None else actions[:, :context]
+        recon = model.decode(model.observe(truth[:, :context], ctx_actions).features)
+        pred = model.predict(truth[:, :context], horizon, actions=actions)[:, 0]
     finally:
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()

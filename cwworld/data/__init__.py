@@ -1,6 +1,7 @@
 """Datasets and data sources for cwworld.
 
-All datasets yield ``{"image": uint8 [T, H, W, C]}`` sequences (channels-last);
+Video datasets yield ``{"image": uint8 [T, H, W, C]}`` sequences (channels-last);
+replay sequences add the other step-record fields (``action``, ``reward``, ``is_first``, ...).
 :func:`make_dataset` builds the one a config names.
 """
 
@@ -9,16 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from .loader import StepBatchSampler, make_loader
+from .minerl import MineRLDemos, MineRLRelease, convert_minerl, decode_actions, encode_actions
 from .moving_mnist import MovingMNIST, load_digits
+from .replay import ReplayBuffer
 from .squares import BouncingSquares
 from .video import VideoError, VideoFolder, find_videos, read_video
 
 __all__ = [
     "BouncingSquares",
+    "MineRLDemos",
+    "MineRLRelease",
     "MovingMNIST",
+    "ReplayBuffer",
     "StepBatchSampler",
     "VideoError",
     "VideoFolder",
+    "convert_minerl",
+    "decode_actions",
+    "encode_actions",
     "find_videos",
     "load_digits",
     "make_dataset",
@@ -59,4 +68,18 @@ def make_dataset(config, split: str = "train", progress: bool = False):
         return VideoFolder(folder, length, model.image_size, model.channels,
                            mode=data.mode if train else "chunks", stride=data.stride, crop=data.crop,
                            smaller=data.smaller, cache_dir=data.cache, progress=progress)
+    if data.kind == "replay":
+        from .replay import ReplayBuffer
+
+        if not data.path:
+            raise ValueError("data.kind=replay needs the replay directory: data.path=/path/to/replay")
+        root = Path(data.path)
+        if train:
+            folder = root / "train" if (root / "train").is_dir() else root
+        elif data.eval_path:
+            folder = Path(data.eval_path)
+        else:
+            folder = root / "test" if (root / "test").is_dir() else root
+        align = model.factor ** (model.levels - 1) if data.align else 1
+        return ReplayBuffer.load(folder, capacity=2**62).sequences(length, align)
     raise ValueError(f"data.kind {data.kind!r} has no dataset")

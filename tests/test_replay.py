@@ -1,0 +1,154 @@
+"""Replay buffer: chunks on disk, crash safety, eviction, sampling with episode starts, determinism."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cwworld.data.replay import ReplayBuffer
+
+
+def episode(n, start=0, action_dim=2, size=8):
+    """Steps numbered start..start+n-1 (the number is in every field, for checking alignment)."""
+    ids = np.arange(start, start + n)
+    image = np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None, None], (n, size, size, 3)).copy()
+    return {"image": image, "action": np.stack([ids] * action_dim, 1).astype(np.float32),
+            "reward": ids.astype(np.float32), "id": ids.astype(np.float32)[:, None],
+            "is_first": np.eye(1, n, dtype=bool)[0], "is_last": np.eye(1, n, n - 1, dtype=bool)[0],
+            "is_terminal": np.zeros(n, bool)}
+
+
+def add_steps(buffer, ep, worker=0):
+    for t in range(len(ep["image"])):
+        buffer.add_step({k: v[t] for k, v in ep.items()}, worker=worker)
+
+
+def test_chunks_on_disk_and_load_resumes(tmp_path):
+    buffer = ReplayBuffer(tmp_path, chunk_size=10)
+    add_steps(buffer, episode(25))
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 2 and len(buffer) == 25  # 2 full chunks written, 5 steps open
+    with np.load(files[0], allow_pickle=False) as chunk:
+        assert chunk["image"].dtype == np.uint8 and chunk["action"].dtype == np.float32
+        assert chunk["is_first"].dtype == bool and list(chunk["id"][:, 0]) == list(range(10))
+    buffer.save()
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+    loaded = ReplayBuffer.load(tmp_path)
+    assert len(loaded) == 25 and len(loaded.streams) == 1
+    batch = loaded.sample(4, 25)
+    assert np.array_equal(batch["id"][0, :, 0], np.arange(25))  # the chunks are consecutive again
+    add_steps(loaded, episode(5, start=100))  # a new session writes a new stream
+    assert len(loaded.streams) == 2
+
+
+def test_sequences_mark_every_episode_start(tmp_path):
+    buffer = ReplayBuffer(None, chunk_size=7)
+    for i in range(6):
+        add_steps(buffer, episode(5 + i, start=1000 * i))  # episodes back to back in one stream
+    batch = buffer.sample(64, 12)
+    assert batch["image"].shape == (64, 12, 8, 8, 3) and batch["is_first"][:, 0].all()
+    ids = batch["id"][..., 0]
+    for b in range(64):
+        for t in range(1, 12):
+            if ids[b, t] != ids[b, t - 1] + 1:  # a jump in the ids = a new episode
+                assert batch["is_first"][b, t]
+        assert np.all(batch["reward"][b][batch["is_first"][b]] == 0)
+    assert not batch["is_first"][:, 1:].all()
+
+
+def test_same_seed_same_samples_and_alignment():
+    def make(seed):
+        buffer = ReplayBuffer(None, chunk_size=16, seed=seed)
+        add_steps(buffer, episode(40))
+        add_steps(buffer, episode(30, start=500))
+        return buffer
+
+    a, b = make(3).sample(8, 6), make(3).sample(8, 6)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(make(4).sample(8, 6)["id"], a["id"])
+    aligned = make(0).sample(200, 6, align=9)
+    starts = aligned["id"][:, 0, 0]
+    assert np.all(np.where(starts >= 500, starts - 500, starts) % 9 == 0)
+
+
+def test_eviction_keeps_the_newest_data_on_disk_too(tmp_path):
+    buffer = ReplayBuffer(tmp_path, capacity=30, chunk_size=10)
+    add_steps(buffer, episode(85))  # 8 chunks of 10 written, 5 steps open
+    assert len(buffer) == 35  # 3 chunks within capacity, plus the open steps (never evicted)
+    ids = buffer.sample(50, 5)["id"][..., 0]
+    assert ids.min() >= 50
+    on_disk = sorted(int(np.load(p)["id"][0, 0]) for p in tmp_path.glob("*.npz"))
+    assert on_disk == [50, 60, 70]
+    small = ReplayBuffer.load(tmp_path, capacity=20)  # loading beyond capacity keeps the newest
+    assert len(small) == 20 and small.sample(10, 2)["id"].min() >= 60
+    assert len(list(tmp_path.glob("*.npz"))) == 3  # ... without deleting the older file yet
+
+
+def test_recent_fraction_prefers_new_data():
+    buffer = ReplayBuffer(None, chunk_size=50, recent_fraction=1.0, recent_steps=20, seed=1)
+    add_steps(buffer, episode(200))
+    ids = buffer.sample(100, 4)["id"][..., 0, 0]
+    assert ids.min() >= 200 - 20 - 4
+
+
+def test_bad_input_names_field_and_shapes(tmp_path):
+    buffer = ReplayBuffer(None)
+    add_steps(buffer, episode(3))
+    bad = episode(3, action_dim=3)
+    with pytest.raises(ValueError, match=r"'action' is float32 \[3\] per step, the buffer holds float32 \[2\]"):
+        add_steps(buffer, bad)
+    with pytest.raises(ValueError, match="'reward' has 2 steps, expected 3"):
+        buffer.add_episode({**episode(3), "reward": np.zeros(2)})
+    with pytest.raises(ValueError, match="no stream holds 50 steps"):
+        buffer.sample(2, 50)
+    (tmp_path / "0001-x-3.npz").write_bytes(b"not a zip")
+    with pytest.warns(UserWarning, match="0001-x-3.npz"):
+        loaded = ReplayBuffer.load(tmp_path)
+    assert len(loaded) == 0 and loaded.skipped_files
+
+
+WRITER = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_replay import add_steps, episode
+from cwworld.data.replay import ReplayBuffer
+buffer = ReplayBuffer(sys.argv[1], chunk_size=5)
+for i in range(10_000):
+    add_steps(buffer, episode(7, start=100 * i))
+"""
+
+
+def test_writer_killed_mid_chunk_loses_only_the_open_chunk(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), os.path.dirname(__file__)])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("*.npz"))) < 6 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) >= 6
+    buffer = ReplayBuffer.load(tmp_path)  # never raises
+    assert not buffer.skipped_files and not list(tmp_path.glob(".*.tmp"))
+    assert len(buffer) == 5 * len(files) and len(buffer) % 5 == 0
+    batch = buffer.sample(32, 5)
+    ids = batch["id"][..., 0]
+    for b in range(32):  # whole records: every field agrees with the step id
+        assert np.array_equal(batch["action"][b, :, 0], ids[b])
+        assert np.array_equal(batch["image"][b, :, 0, 0, 0], (ids[b] % 256).astype(np.uint8))
+
+
+def test_torch_datasets():
+    buffer = ReplayBuffer(None, chunk_size=4)
+    add_steps(buffer, episode(10))
+    stream = iter(buffer.dataset(3, 5))
+    batch = next(stream)
+    assert batch["image"].shape == (3, 5, 8, 8, 3) and bool(batch["is_first"][:, 0].all())
+    sequences = buffer.sequences(5, align=1)
+    assert len(sequences) == 6
+    item = sequences[2]
+    assert list(item["id"][:, 0].numpy()) == [2, 3, 4, 5, 6] and bool(item["is_first"][0])
+    assert float(item["reward"][0]) == 0.0 and float(item["reward"][1]) == 3.0
