@@ -152,7 +152,9 @@ class DataConfig:
     ``video``: a folder of video files (``path``; when it holds ``train/`` and
     ``test/`` folders, as the paper's releases do, those are the two splits);
     ``replay``: a replay directory (``cwworld convert minerl`` output, or a buffer
-    written by collection), with actions and rewards.
+    written by collection), with actions and rewards; with ``env`` set, training runs
+    online: a random policy collects ``collect_steps`` steps into ``RUN_DIR/replay``
+    every ``collect_every`` training steps (after ``prefill`` steps).
     """
 
     kind: Literal["squares", "mmnist", "video", "replay"] = "squares"
@@ -169,6 +171,11 @@ class DataConfig:
     cache: Optional[str] = None  # video: decoded-video cache folder (default ~/.cache/cwworld/videos)
     workers: int = 2  # DataLoader worker processes (0 = load in the training process)
     align: bool = False  # replay: start sequences where the episode's step is a multiple of k**(L-1)
+    env: Optional[str] = None  # replay, online: gymnasium id to collect from (e.g. cwworld/CueCorridor-v0)
+    capacity: int = 1_000_000  # replay, online: steps kept in RUN_DIR/replay
+    prefill: int = 2000  # replay, online: random-policy steps collected before training
+    collect_every: int = 100  # replay, online: training steps between collection rounds
+    collect_steps: int = 500  # replay, online: environment steps per collection round
 
     def validate(self) -> None:
         _check_min("data.num_videos", self.num_videos, 1)
@@ -176,6 +183,8 @@ class DataConfig:
         _check_min("data.speed", self.speed, 0.0)
         _check_min("data.stride", self.stride, 1)
         _check_min("data.workers", self.workers, 0)
+        for name in ("capacity", "prefill", "collect_every", "collect_steps"):
+            _check_min(f"data.{name}", getattr(self, name), 1)
 
 
 @dataclass

@@ -309,6 +309,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     model, config, step = load_model(run_dir, checkpoint, device=pick_device(device))
     apply_overrides(config, overrides)
+    if config.data.kind == "replay" and config.data.env and not config.data.path:
+        config.data.path = str(run_dir / "replay")  # an online run: evaluate on what it collected
     ev = config.eval
     ev.context = context or ev.context
     ev.horizon = horizon or ev.horizon

@@ -114,7 +114,11 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.model = CWVAE(config.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps)
-        self.dataset = dataset if dataset is not None else make_dataset(config, "train", progress=progress)
+        self.online = dataset is None and config.data.kind == "replay" and config.data.env is not None
+        if self.online:
+            self.dataset = self._start_online()
+        else:
+            self.dataset = dataset if dataset is not None else make_dataset(config, "train", progress=progress)
         summary = getattr(self.dataset, "summary", None)
         if summary is not None:
             self.console.print(f"data: {summary}")
@@ -134,8 +138,43 @@ class Trainer:
 
     # -- one update ----------------------------------------------------------------------
 
+    def _start_online(self):
+        """Online replay: the environment, a random policy and RUN_DIR/replay (resumed if present)."""
+        from .data.replay import ReplayBuffer
+        from .envs import RandomPolicy, collect, make_env
+
+        data, model = self.config.data, self.config.model
+        self.env = make_env(data.env)
+        dims = int(np.prod(self.env.action_space.shape))
+        if model.action_dim != dims:
+            raise ValueError(f"model.action_dim is {model.action_dim}, but {data.env}'s actions have {dims} "
+                             f"dimensions (set model.action_dim={dims})")
+        self.policy = RandomPolicy(self.env.action_space, seed=self.config.train.seed)
+        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=self.config.train.seed)
+        self._collect = lambda steps: collect(self.env, self.policy, steps, self.buffer, progress=False,  # noqa: E731
+                                              seed=self.config.train.seed + len(self.buffer))
+        if len(self.buffer) < data.prefill:
+            stats = self._collect(data.prefill - len(self.buffer))
+            self.buffer.save()
+            self.console.print(f"prefilled {self.run_dir / 'replay'}: {len(self.buffer)} steps, "
+                               f"{stats['episodes']} episodes, mean return {stats['mean_return']:.2f}")
+        return self.buffer
+
+    def _online_batches(self):
+        cfg, data = self.config.train, self.config.data
+        align = self.config.model.factor ** (self.config.model.levels - 1) if data.align else 1
+        while True:
+            if self.step and self.step % data.collect_every == 0:
+                stats = self._collect(data.collect_steps)
+                self.collect_stats = stats
+            batch = self.buffer.sample(cfg.batch_size, cfg.seq_len, align)
+            yield {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+
     def batches(self):
         """Endless training batches on the device, starting at the current step's batch."""
+        if self.online:
+            yield from self._online_batches()
+            return
         data = self.config.data
         loader = make_loader(self.dataset, self.config.train.batch_size, seed=self.config.train.seed,
                              start_step=self.step, workers=data.workers, pin_memory=self.device.type == "cuda")
@@ -253,6 +292,8 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
 
     def save_checkpoint(self, numbered: bool = False) -> Path:
+        if self.online:
+            self.buffer.save()  # the collected steps survive with the checkpoint
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -283,9 +324,12 @@ class Trainer:
 
     def save_samples(self) -> Optional[Path]:
         """Open-loop predictions on held-out videos as a GIF: truth above, model below."""
-        if self._eval_videos is None:
+        ev = self.config.eval
+        if self.online:  # held-out data does not exist online: recent replay sequences stand in
+            self._eval_videos = self.buffer.sequences(ev.context + ev.horizon)
+        elif self._eval_videos is None:
             self._eval_videos = make_dataset(self.config, "eval")
-        videos, ev = self._eval_videos, self.config.eval
+        videos = self._eval_videos
         n = min(len(videos), 4)
         items = [videos[i] for i in range(n)]
         truth = torch.stack([item["image"] for item in items]).to(self.device)

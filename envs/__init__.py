@@ -1,7 +1,44 @@
 """Gymnasium environments and wrappers for cwworld (installed as ``cwworld.envs``).
 
-Wrappers, the built-in pixel environments and the MineRL adapter arrive with
-the experience-and-demonstrations work; this package is their import path.
+* wrappers: :class:`ImageObservation`, :class:`ActionRepeat`, :class:`NormalizeActions`,
+  :class:`OneHotActions`, ``TimeLimit``, :class:`Recorder` (steps into a replay buffer);
+* :func:`collect` with a :class:`RandomPolicy`;
+* built-in environments, registered with gymnasium on import:
+  ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end);
+* :func:`make_env`: an id plus the wrappers cwworld's models expect;
+* ``cwworld.envs.minerl``: the MineRL adapter (needs the optional ``minerl`` package;
+  not imported here).
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import gymnasium as gym
+
+from .collect import RandomPolicy, collect
+from .cue_corridor import CueCorridor
+from .wrappers import ActionRepeat, ImageObservation, NormalizeActions, OneHotActions, Recorder, TimeLimit, action_vector
+
+__all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "RandomPolicy",
+           "Recorder", "TimeLimit", "action_vector", "collect", "make_env"]
+
+if "cwworld/CueCorridor-v0" not in gym.registry:
+    gym.register("cwworld/CueCorridor-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
+                 max_episode_steps=100)
+
+
+def make_env(env_id: str, size: int = 64, action_repeat: int = 1, time_limit=None, **kwargs) -> gym.Env:
+    """``gym.make(env_id)`` wrapped for cwworld: dict observations with a ``size x size`` image,
+    one-hot actions for Discrete spaces, ``[-1, 1]`` actions for bounded Box spaces."""
+    if "render_mode" not in kwargs:
+        kwargs["render_mode"] = "rgb_array"
+    env = gym.make(env_id, **kwargs)
+    if time_limit:
+        env = TimeLimit(env, time_limit)
+    if action_repeat > 1:
+        env = ActionRepeat(env, action_repeat)
+    env = ImageObservation(env, size)
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        env = OneHotActions(env)
+    elif isinstance(env.action_space, gym.spaces.Box):
+        env = NormalizeActions(env)
+    return env

@@ -1,0 +1,177 @@
+"""Gymnasium side: the built-in environment, wrappers, recording into replay, collection."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from cwworld.data.replay import ReplayBuffer
+from cwworld.envs import (ActionRepeat, CueCorridor, ImageObservation, NormalizeActions, OneHotActions,
+                          RandomPolicy, Recorder, collect, make_env)
+from cwworld.envs.cue_corridor import FORWARD, LEFT, RIGHT
+
+
+def test_cue_corridor_passes_the_gymnasium_checker_and_is_registered():
+    check_env(CueCorridor(), skip_render_check=False)
+    env = gym.make("cwworld/CueCorridor-v0")
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and info["cue"] in (0, 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_reward_depends_on_the_cue_seen_at_the_start(seed):
+    env = CueCorridor(length=10, cue_steps=2)
+    obs, info = env.reset(seed=seed)
+    cue_pixel = obs[5, 32].copy()
+    assert tuple(cue_pixel) == ((220, 40, 40) if info["cue"] == 0 else (40, 80, 230))
+    for t in range(10):
+        obs, reward, terminated, truncated, _ = env.step(FORWARD)
+        assert reward == 0 and not terminated
+    assert tuple(obs[5, 32]) == (110, 110, 110)  # the cue is gone long before the choice
+    right_exit = LEFT if info["cue"] == 0 else RIGHT
+    _, reward, terminated, _, _ = env.step(right_exit)
+    assert reward == 1.0 and terminated
+    env.reset(seed=seed)
+    for _ in range(10):
+        env.step(FORWARD)
+    _, reward, terminated, _, _ = env.step(RIGHT if right_exit == LEFT else LEFT)
+    assert reward == -1.0 and terminated
+
+
+class PointEnv(gym.Env):
+    """A vector-observation environment with a bounded Box action and an rgb render()."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(-10, 10, (2,), np.float32)
+        self.action_space = gym.spaces.Box(np.array([0.0, -2.0], np.float32), np.array([1.0, 2.0], np.float32))
+        self.pos = np.zeros(2, np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return self.pos.copy(), {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + action, -10, 10).astype(np.float32)
+        return self.pos.copy(), 0.0, False, False, {}
+
+    def render(self):
+        frame = np.zeros((100, 80, 3), np.uint8)
+        frame[40:60, 30:50] = 255
+        return frame
+
+
+def test_wrappers():
+    env = make_env("cwworld/CueCorridor-v0")
+    assert isinstance(env, OneHotActions) and env.action_space.shape == (3,)
+    obs, _ = env.reset(seed=1)
+    assert set(obs) == {"image"} and obs["image"].shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="expected a vector of 3"):
+        env.step(np.zeros(2))
+    point = NormalizeActions(ImageObservation(PointEnv(render_mode="rgb_array"), size=32))  # image from render()
+    assert point.observation_space["image"].shape == (32, 32, 3)
+    assert np.allclose(point.action(np.array([1.0, -1.0])), [1.0, -2.0])
+    assert np.allclose(point.action(np.array([0.0, 0.0])), [0.5, 0.0])
+    obs, _ = point.reset(seed=0)
+    assert obs["image"].shape == (32, 32, 3) and obs["image"].std() > 0
+    with pytest.raises(ValueError, match="render_mode"):
+        ImageObservation(PointEnv())
+    repeated = ActionRepeat(CueCorridor(length=6), 3)
+    repeated.reset(seed=0)
+    repeated.step(FORWARD)
+    assert repeated.unwrapped._pos == 3
+
+
+def test_recorder_writes_the_step_layout():
+    buffer = ReplayBuffer(None, chunk_size=100)
+    env = Recorder(OneHotActions(ImageObservation(CueCorridor(length=3, cue_steps=1))), buffer)
+    obs, info = env.reset(seed=0)
+    exit_action = np.eye(3)[LEFT if info["cue"] == 0 else RIGHT]
+    for action in [np.eye(3)[FORWARD]] * 3 + [exit_action]:
+        env.step(action)
+    assert len(buffer) == 5  # 5 observations: start, 3 moves, the exit
+    batch = buffer.sample(1, 5)
+    assert batch["is_first"][0].tolist() == [True, False, False, False, False]
+    assert batch["is_last"][0, -1] and batch["is_terminal"][0, -1]
+    assert batch["reward"][0].tolist() == [0, 0, 0, 0, 1.0]  # received on arriving at the last image
+    assert np.array_equal(batch["action"][0, :3], np.eye(3)[[FORWARD] * 3])  # action[t] after image[t]
+    assert np.array_equal(batch["action"][0, 3], exit_action) and not batch["action"][0, 4].any()
+    assert np.array_equal(batch["image"][0, 0], obs["image"])
+
+
+def test_collect_with_a_random_policy_fills_the_buffer():
+    env = make_env("cwworld/CueCorridor-v0", length=4)
+    buffer = ReplayBuffer(None, chunk_size=50)
+    stats = collect(env, RandomPolicy(env.action_space, seed=0), 300, buffer, seed=0, progress=False)
+    assert stats["steps"] == 300 and stats["episodes"] > 5
+    assert set(stats["returns"]) <= {-1.0, 1.0, 0.0}
+    assert len(buffer) >= 300
+    batch = buffer.sample(8, 10)
+    assert batch["action"].shape == (8, 10, 3) and np.allclose(batch["action"].sum(-1)[~batch["is_last"]], 1)
+
+
+def test_minerl_adapter_needs_minerl_and_converts_with_the_codec(monkeypatch):
+    import importlib
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "minerl", None)  # as on a machine without minerl
+    sys.modules.pop("cwworld.envs.minerl", None)
+    with pytest.raises(ImportError, match=r"pip install \"cwworld\[minerl\]\""):
+        importlib.import_module("cwworld.envs.minerl")
+
+    monkeypatch.setitem(sys.modules, "minerl", types.ModuleType("minerl"))  # a stand-in, no Minecraft
+    sys.modules.pop("cwworld.envs.minerl", None)
+    adapter = importlib.import_module("cwworld.envs.minerl")
+
+    class OldGymNavigate:  # the old gym API MineRL 0.4.4 has
+        def __init__(self):
+            self.actions = []
+
+        def reset(self):
+            return {"pov": np.full((64, 64, 3), 7, np.uint8), "compass": {"angle": 12.5}, "inventory": {"dirt": 3}}
+
+        def step(self, action):
+            self.actions.append(action)
+            return self.reset(), 1.5, True, {"TimeLimit.truncated": False}
+
+        def close(self):
+            pass
+
+    old = OldGymNavigate()
+    env = adapter.MineRLEnv(env=old)
+    obs, _ = env.reset()
+    assert obs["image"].shape == (64, 64, 3) and obs["compass"][0] == 12.5 and obs["inventory_dirt"][0] == 3
+    vector = np.array([1, 0, 0.1, -0.05, 1, 0, 0, 1, 0, 0, 1], np.float32)
+    _, reward, terminated, truncated, _ = env.step(vector)
+    sent = old.actions[0]
+    assert sent["attack"] == 1 and sent["forward"] == 1 and sent["place"] == "dirt" and sent["back"] == 0
+    assert np.allclose(sent["camera"], [18.0, -9.0])
+    assert reward == 1.5 and terminated and not truncated
+    with pytest.raises(ValueError, match=r"float32 \[11\]"):
+        env.step(np.zeros(3))
+    sys.modules.pop("cwworld.envs.minerl", None)
+
+
+def test_online_training_collects_and_trains(tmp_path, capsys):
+    from cwworld.cli import main
+    from test_train import TINY
+
+    run = tmp_path / "online"
+    args = ["train", "--config", "cue_corridor_online", "--run-dir", str(run), "--no-progress", *TINY,
+            "model.channels=3", "model.action_dim=3", "data.prefill=40", "data.collect_every=2",
+            "data.collect_steps=10", "train.steps=4", "train.save_every=2"]
+    assert main(args) == 0
+    buffer = ReplayBuffer.load(run / "replay")
+    assert len(buffer) == 40 + 10  # prefill, then one round at step 2 (step 4 is the last)
+    assert set(buffer.keys) >= {"image", "action", "reward", "is_first", "is_last", "is_terminal"}
+    assert (run / "samples" / "step_000004.gif").exists()
+    assert main(args[:-2] + ["train.steps=6", "train.save_every=2"]) == 0  # resumes, keeps collecting
+    assert len(ReplayBuffer.load(run / "replay")) == 40 + 10 + 10
+    assert main(["eval", str(run), "--videos", "2", "--no-progress"]) == 0
+    bad = args + ["model.action_dim=5", "--run-dir", str(tmp_path / "bad")]
+    assert main(bad) == 2
+    assert "model.action_dim is 5, but cwworld/CueCorridor-v0's actions have 3" in capsys.readouterr().err
