@@ -72,6 +72,36 @@ def level_lengths(length: int, factor: int, levels: int, start: int = 0) -> list
 # ----------------------------------------------------------------------------- states
 
 
+def _map_tensors(obj, fn):
+    """Apply ``fn`` to every tensor in nested lists/tuples (None and ints pass through)."""
+    if torch.is_tensor(obj):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(x, fn) for x in obj)
+    return obj
+
+
+_MEMORY_FIELDS = ("carry_action", "carry_first", "embeds", "action_prev", "is_first", "noise")
+
+
+@dataclass
+class FilterMemory:
+    """What :meth:`CWVAE.observe_step` keeps since the top level's latest tick, so that it can
+    recompute the windows still open (their posteriors change as frames arrive) exactly as
+    :meth:`CWVAE.observe` on the whole prefix would. All tensors have the batch first."""
+
+    start: "CWState"  # the carry at the top level's latest tick (before that step)
+    carry_action: list  # per level: sum of action_prev in its first window before `start` ([B, A]) or None
+    carry_first: list  # per level: an episode started in that part ([B] bool) or None
+    embeds: list  # per level, per step since start: [B, 1, E]
+    action_prev: list  # per step: [B, A] (empty without actions)
+    is_first: list  # per step: [B] bool
+    noise: list  # per level, per tick since start: [B, stoch]
+
+    def map(self, fn) -> "FilterMemory":
+        return FilterMemory(self.start.map(fn), *(_map_tensors(getattr(self, name), fn) for name in _MEMORY_FIELDS))
+
+
 @dataclass
 class CWState:
     """The recurrent carry of all levels after ``step`` steps.
@@ -81,11 +111,13 @@ class CWState:
         z: per level, the stochastic state ``[B, stoch_l]`` at that level's last tick.
         step: global clock, the number of steps seen since the start of the
             sequence; level ``l`` next ticks at the first multiple of ``k**l`` >= step.
+        memory: what :meth:`CWVAE.observe_step` needs to continue exactly (None otherwise).
     """
 
     h: list[torch.Tensor]
     z: list[torch.Tensor]
     step: int = 0
+    memory: Optional[FilterMemory] = None
 
     @property
     def batch_size(self) -> int:
@@ -95,28 +127,51 @@ class CWState:
         """``[z, h]`` of a level, ``[B, stoch_l + deter_l]``."""
         return torch.cat([self.z[level], self.h[level]], dim=-1)
 
+    def map(self, fn) -> "CWState":
+        """The state with ``fn`` applied to every tensor (its memory's too)."""
+        return CWState([fn(h) for h in self.h], [fn(z) for z in self.z], self.step,
+                       None if self.memory is None else self.memory.map(fn))
+
     def detach(self) -> "CWState":
-        return CWState([h.detach() for h in self.h], [z.detach() for z in self.z], self.step)
+        return self.map(lambda t: t.detach())
 
     def to(self, *args, **kwargs) -> "CWState":
-        return CWState([h.to(*args, **kwargs) for h in self.h], [z.to(*args, **kwargs) for z in self.z], self.step)
+        return self.map(lambda t: t.to(*args, **kwargs))
 
     def __getitem__(self, index) -> "CWState":
         """Batch indexing: ``state[2:5]``, ``state[mask]``."""
-        return CWState([h[index] for h in self.h], [z[index] for z in self.z], self.step)
+        return self.map(lambda t: t[index])
 
     @staticmethod
     def cat(states: Sequence["CWState"]) -> "CWState":
-        """Concatenate states along the batch; all must be at the same clock step."""
+        """Concatenate states along the batch; all must be at the same clock step.
+        Their ``observe_step`` memories are concatenated when all have one, else dropped."""
         steps = {s.step for s in states}
         if len(steps) != 1:
             raise ValueError(f"CWState.cat: states must share the clock step, found steps {sorted(steps)}")
         levels = len(states[0].h)
+        memory = None
+        if all(s.memory is not None for s in states):
+            memory = FilterMemory(CWState.cat([s.memory.start for s in states]),
+                                  *(_cat_nested([getattr(s.memory, name) for s in states]) for name in _MEMORY_FIELDS))
         return CWState(
             [torch.cat([s.h[l] for s in states]) for l in range(levels)],
             [torch.cat([s.z[l] for s in states]) for l in range(levels)],
             steps.pop(),
+            memory,
         )
+
+
+def _cat_nested(items: list):
+    """Concatenate matching tensors of equally shaped nested lists along the batch."""
+    first = items[0]
+    if torch.is_tensor(first):
+        return torch.cat(items)
+    if isinstance(first, (list, tuple)):
+        if len({len(x) for x in items}) != 1:
+            raise ValueError("CWState.cat: observe_step memories of different lengths")
+        return type(first)(_cat_nested(list(group)) for group in zip(*items))
+    return first  # None
 
 
 @dataclass
@@ -318,17 +373,100 @@ class CWVAE(nn.Module):
         posts, priors, last = self._unroll(state, T, action_prev, keep, embeds, use_obs, range(self.levels), sample)
         return Trajectory(posts, priors, last)
 
-    def _unroll(self, state, length, action_prev, keep, embeds, use_obs, levels, sample):
+    def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True) -> CWState:
+        """Filter one frame online: the state after ``image_t``, for an agent acting as it goes.
+
+        Args:
+            state: the state before this frame (``initial(B)`` at the start, then what the
+                previous call returned).
+            image_t: ``[B, H, W, C]`` frame, uint8 or float in [0, 1].
+            action_prev: ``[B, A]``, the action taken before this frame (the transition into
+                this step; ignored where ``is_first``); required when ``action_dim > 0``.
+            is_first: ``[B]`` bool, episode starts (resets every level's state).
+            sample: sample ``z`` (False: posterior means).
+
+        An upper level's posterior at a tick sums the embeddings of the frames in its window,
+        so it changes as each frame of the window arrives. The returned state keeps (in
+        ``state.memory``) the frames and noise since the top level's latest tick and
+        recomputes the open windows, so that called frame by frame from ``initial(B)`` it
+        gives the same state as :meth:`observe` on the whole prefix (exactly with
+        ``sample=False``; with sampling, each tick's noise is drawn once and reused). Each
+        call costs at most ``k**(L-1)`` steps of the bottom cell. Continuing from a state
+        without memory (e.g. ``observe(...).last``) mid-window behaves like ``observe`` with
+        ``state=``: frames before an upper level's next tick do not enter that level.
+        """
+        state = self._check_state(state)
+        B = state.batch_size
+        if (torch.is_tensor(image_t) or isinstance(image_t, np.ndarray)) and image_t.ndim == 4:
+            image_t = image_t[:, None]
+        image = self._check_image(image_t, "observe_step: image_t")
+        if image.shape[:2] != (B, 1):
+            raise ValueError(f"observe_step: image_t: expected [{B}, H, W, C] (one frame per batch entry), "
+                             f"found {tuple(image.shape[:1]) + tuple(image.shape[2:])}")
+        if action_prev is not None:
+            action_prev = torch.as_tensor(action_prev)
+            if action_prev.ndim != 2:
+                raise ValueError(f"observe_step: action_prev: expected [{B}, {self.config.action_dim}], "
+                                 f"found {tuple(action_prev.shape)}")
+            action_prev = action_prev[:, None]
+        elif self.config.action_dim:
+            raise ValueError(f"observe_step: action_prev: this model is action-conditioned; expected "
+                             f"[{B}, {self.config.action_dim}] (zeros at an episode's first frame), found None")
+        action_prev = self._check_action(action_prev, B, 1, name="observe_step: action_prev")
+        first = torch.zeros(B, dtype=torch.bool, device=self.device) if is_first is None else \
+            self._check_is_first(torch.as_tensor(is_first).reshape(-1, 1), B, 1)[:, 0]
+        embeds = self.encode(image)  # per level [B, 1, E]
+
+        K, t, old = self.periods[-1], state.step, state.memory
+        if old is None or t % K == 0:  # the top level ticks now: a new window of memory
+            carry_action = [None] * self.levels
+            carry_first = [None] * self.levels
+            if old is not None:
+                for level in range(1, self.levels):
+                    back = self.periods[level] - 1  # the rest of this tick's window, before it
+                    if back and old.is_first:
+                        carry_first[level] = torch.stack(old.is_first[-back:]).any(0)
+                    if back and old.action_prev:
+                        carry_action[level] = torch.stack(old.action_prev[-back:]).sum(0)
+            mem = FilterMemory(CWState(state.h, state.z, t), carry_action, carry_first,
+                               [[] for _ in range(self.levels)], [], [], [[] for _ in range(self.levels)])
+        else:
+            mem = FilterMemory(old.start, old.carry_action, old.carry_first, [list(e) for e in old.embeds],
+                               list(old.action_prev), list(old.is_first), [list(n) for n in old.noise])
+        for level in range(self.levels):
+            mem.embeds[level].append(embeds[level])
+        if action_prev is not None:
+            mem.action_prev.append(action_prev[:, 0] * (~first)[:, None].float())
+        mem.is_first.append(first)
+        n = len(mem.is_first)
+        for level in range(self.levels):  # noise for ticks that appeared with this frame
+            ticks = len(tick_offsets(mem.start.step, n, self.periods[level]))
+            while len(mem.noise[level]) < ticks:
+                mem.noise[level].append(torch.randn(B, self.stoch[level], device=self.device))
+        keep = (~torch.stack(mem.is_first, 1)).float()  # (B, n)
+        action_seq = torch.stack(mem.action_prev, 1) if mem.action_prev else None
+        noise = [torch.stack(n_l, 1) if n_l else None for n_l in mem.noise] if sample else None
+        _, _, last = self._unroll(mem.start, n, action_seq, keep, [torch.cat(e, 1) for e in mem.embeds], None,
+                                  range(self.levels), sample, noise, (mem.carry_action, mem.carry_first))
+        return CWState(last.h, last.z, t + 1, mem)
+
+    def _unroll(self, state, length, action_prev, keep, embeds, use_obs, levels, sample, noise=None, carry=None):
         """Unroll ``levels`` (a top-aligned run) for ``length`` steps from ``state``, top level first.
 
         Context only flows downward, so each level is one scan over its own ticks.
         With ``embeds`` (per-frame embeddings per level) a level with ``use_obs``
         follows its posterior; otherwise it follows its prior.
 
+        ``noise`` (per level ``[B, n_l, stoch]`` or None) fixes the sampling noise of the
+        followed states. ``carry`` = (actions, starts): per level the sum of ``action_prev``
+        and whether an episode started in the part of its first tick's window that lies
+        before this chunk (``observe_step`` knows it; a plain chunk treats it as empty).
+
         Returns:
             (states, priors, last): per level the states it followed and its priors
             (None for levels not unrolled), and the carry after ``length`` steps.
         """
+        carry_action, carry_first = carry if carry is not None else (None, None)
         use_obs = self.use_obs if use_obs is None else list(use_obs)
         states: list = [None] * self.levels
         priors: list = [None] * self.levels
@@ -340,13 +478,16 @@ class CWVAE(nn.Module):
             cell = self.cells[level]
             cond = cell.condition(
                 self._context(above, state.step, length, level),
-                self._action_summary(action_prev, offsets, level),
+                self._action_summary(action_prev, offsets, level,
+                                     None if carry_action is None else carry_action[level]),
             )
             embed_proj = None
             if embeds is not None and use_obs[level]:
                 embed_proj = cell.project_embed(self._pool_windows(embeds[level], state.step, period))
+            window_keep = self._window_keep(keep, offsets, period,
+                                            None if carry_first is None else carry_first[level])
             followed = self._scan(level, state.h[level], state.z[level], len(offsets), cond, embed_proj,
-                                  self._window_keep(keep, offsets, period), sample)
+                                  window_keep, sample, None if noise is None else noise[level])
             states[level] = followed
             priors[level] = followed if embed_proj is None else self._prior_of(level, followed.h)
             if len(followed):
@@ -354,7 +495,7 @@ class CWVAE(nn.Module):
             above = (followed.features, torch.cat([state.z[level], state.h[level]], dim=-1))
         return states, priors, CWState(last_h, last_z, state.step + length)
 
-    def _scan(self, level, h, z, n, cond, embed_proj, keep, sample) -> LevelStates:
+    def _scan(self, level, h, z, n, cond, embed_proj, keep, sample, eps=None) -> LevelStates:
         """Run one level's cell over its ``n`` active steps.
 
         Args:
@@ -363,6 +504,7 @@ class CWVAE(nn.Module):
             embed_proj: projected window embeddings ``[B, n, hidden]`` (posterior), or
                 None to follow the prior.
             keep: ``[B, n, 1]`` float, 0 where an episode starts (state reset), or None.
+            eps: ``[B, n, stoch]`` standard normal noise to sample with (default: fresh).
         """
         cell = self.cells[level]
         hs, zs, means, stds = [], [], [], []
@@ -374,7 +516,10 @@ class CWVAE(nn.Module):
                 mean, std = cell.prior(h)
             else:
                 mean, std = cell.posterior(h, embed_proj[:, i])
-            z = mean + std * torch.randn_like(std) if sample else mean
+            if sample:
+                z = mean + std * (torch.randn_like(std) if eps is None else eps[:, i])
+            else:
+                z = mean
             hs.append(h), zs.append(z), means.append(mean), stds.append(std)
         if n == 0:
             B = h.shape[0]
@@ -414,7 +559,7 @@ class CWVAE(nn.Module):
             action_prev = action_prev * keep[..., None]
         return action_prev, keep
 
-    def _action_summary(self, action_prev, offsets: range, level: int) -> Optional[torch.Tensor]:
+    def _action_summary(self, action_prev, offsets: range, level: int, carry_in=None) -> Optional[torch.Tensor]:
         """Actions leading into each tick of ``level`` -> ``[B, n, action_dims[level]]``.
 
         The bottom level reads ``action[t-1]``; a level above (``action_levels: all``)
@@ -425,13 +570,18 @@ class CWVAE(nn.Module):
             return None
         if level == 0:
             return action_prev
-        return self.action_mlps[level - 1](_sum_since_previous_tick(action_prev, offsets, self.periods[level]))
+        sums = _sum_since_previous_tick(action_prev, offsets, self.periods[level])
+        if carry_in is not None and len(offsets) and offsets[0] + 1 < self.periods[level]:
+            sums = torch.cat([sums[:, :1] + carry_in[:, None], sums[:, 1:]], dim=1)
+        return self.action_mlps[level - 1](sums)
 
-    def _window_keep(self, keep, offsets: range, period: int) -> Optional[torch.Tensor]:
+    def _window_keep(self, keep, offsets: range, period: int, carry_in=None) -> Optional[torch.Tensor]:
         """Per tick: 0 if an episode starts within ``(o - period, o]``, else 1 -> ``[B, n, 1]``."""
         if keep is None:
             return None
         starts = _sum_since_previous_tick((1 - keep)[..., None], offsets, period)  # (B, n, 1)
+        if carry_in is not None and len(offsets) and offsets[0] + 1 < period:
+            starts = torch.cat([starts[:, :1] + carry_in.float()[:, None, None], starts[:, 1:]], dim=1)
         return (starts == 0).float()
 
     # -- imagination -----------------------------------------------------------------
@@ -453,7 +603,9 @@ class CWVAE(nn.Module):
             horizon: number of bottom-level steps to imagine (> 0).
             actions: ``[B, horizon, A]``; ``actions[:, i]`` is the action leading into
                 imagined step ``i`` (the first one is taken in ``state``).
-            policy: not supported yet (see the roadmap in the README); pass ``actions``.
+            policy: ``policy(state) -> action [B, A]``, called at every imagined step with the
+                current carry (a :class:`CWState` at that step); its action leads into the
+                step. Needs all levels (no ``levels``); exclusive with ``actions``.
             levels: roll only these levels (a top-aligned run such as ``[1, 2]``):
                 "jumpy" imagination; each level is evaluated at its own ticks only.
             sample: sample ``z`` from the priors (False: use their means).
@@ -461,8 +613,6 @@ class CWVAE(nn.Module):
         """
         if not isinstance(horizon, int) or horizon <= 0:
             raise ValueError(f"imagine: horizon must be a positive int, got {horizon!r}")
-        if policy is not None:
-            raise NotImplementedError("imagine(policy=...) is not implemented yet; pass actions=[B, H, A]")
         state = self._check_state(state)
         B = state.batch_size
         rolled = list(range(self.levels)) if levels is None else sorted(set(levels))
@@ -470,15 +620,66 @@ class CWVAE(nn.Module):
             raise ValueError(
                 f"imagine: levels must be a top-aligned run such as [l, ..., {self.levels - 1}], got {levels}"
             )
-        actions = self._check_action(actions, B, horizon, name="imagine: actions")
-        # actions[:, i] leads into imagined step i: it plays the role of action_prev
-        out, _, last = self._unroll(state, horizon, actions, None, None, None, rolled, sample)
+        if policy is not None:
+            if actions is not None or levels is not None:
+                raise ValueError("imagine: give either policy or actions, and no levels with a policy")
+            if not self.config.action_dim:
+                raise ValueError("imagine: a policy needs an action-conditioned model (action_dim > 0)")
+            out, last, actions = self._imagine_with_policy(state, horizon, policy, sample)
+        else:
+            actions = self._check_action(actions, B, horizon, name="imagine: actions")
+            # actions[:, i] leads into imagined step i: it plays the role of action_prev
+            out, _, last = self._unroll(state, horizon, actions, None, None, None, rolled, sample)
         rollout = Rollout(out, last, actions)
         if decode:
             if out[0] is None:
                 raise ValueError("imagine: decode=True needs the bottom level in `levels`")
             rollout.frames = self.decode(out[0].features)
         return rollout
+
+    def _imagine_with_policy(self, state: CWState, horizon: int, policy, sample: bool):
+        """Step-by-step prior rollout, all levels, the policy choosing each action from the carry.
+        The same arithmetic as :meth:`_unroll` with the policy's actions given up front."""
+        B, A = state.batch_size, self.config.action_dim
+        h, z = list(state.h), list(state.z)
+        pending = [torch.zeros(B, A, device=self.device) for _ in range(self.levels)]  # actions since last tick
+        records = [[] for _ in range(self.levels)]
+        actions = []
+        for i in range(horizon):
+            t = state.step + i
+            action = torch.as_tensor(policy(CWState(list(h), list(z), t)), device=self.device)
+            if tuple(action.shape) != (B, A):
+                raise ValueError(f"imagine: the policy returned shape {tuple(action.shape)} at step {t}, "
+                                 f"expected [{B}, {A}]")
+            action = action.float()
+            if not bool(torch.isfinite(action).all()):
+                raise ValueError(f"imagine: the policy returned NaN or inf at step {t}")
+            actions.append(action)
+            for level in range(1, self.levels):
+                pending[level] = pending[level] + action
+            for level in reversed(range(self.levels)):
+                if t % self.periods[level]:
+                    continue
+                cell = self.cells[level]
+                context = None if level == self.levels - 1 else torch.cat([z[level + 1], h[level + 1]], -1)
+                summary = None
+                if self.action_dims[level]:
+                    summary = action if level == 0 else self.action_mlps[level - 1](pending[level])
+                pending[level] = torch.zeros_like(pending[level])
+                cond = cell.condition(None if context is None else context[:, None],
+                                      None if summary is None else summary[:, None])
+                h[level] = cell.deter_step(h[level], z[level], None if cond is None else cond[:, 0])
+                mean, std = cell.prior(h[level])
+                z[level] = mean + std * torch.randn_like(std) if sample else mean
+                records[level].append((mean, std, z[level], h[level]))
+        out = []
+        for level, rec in enumerate(records):
+            if rec:
+                out.append(LevelStates(*(torch.stack(part, 1) for part in zip(*rec))))
+            else:
+                empty = state.h[level].new_zeros(B, 0, self.stoch[level])
+                out.append(LevelStates(empty, empty, empty, state.h[level].new_zeros(B, 0, self.deter[level])))
+        return out, CWState(h, z, state.step + horizon), torch.stack(actions, 1)
 
     # -- decoding and prediction -------------------------------------------------------
 
