@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
 import yaml
 
 __all__ = [
@@ -67,8 +68,54 @@ class ModelConfig:
     action_dim: int = 0  # 0 = video only
     action_levels: Literal["all", "bottom"] = "all"  # which levels see actions
     action_embed: int = 32  # width of the per-level action-summary embedding (levels > 0)
+    action_low: Optional[list[float]] = None  # Box action bounds (from_spaces); actions outside are refused
+    action_high: Optional[list[float]] = None
+    reward_head: bool = False  # predict reward[t] from the bottom state at t
+    continue_head: bool = False  # predict 1 - is_terminal[t] (a Bernoulli logit) from the bottom state
+    level_reward_heads: bool = False  # level l > 0 predicts the reward summed over its window
+    head_hidden: int = 200  # width of the heads' hidden layers
+    head_layers: int = 2  # hidden layers of each head
+    reward_scale: float = 1.0  # loss weight of the reward heads (Gaussian NLL, unit std)
+    continue_scale: float = 1.0  # loss weight of the continue head (binary cross-entropy)
     use_obs: Optional[list[bool]] = None  # per level: use the context frames in predict (None = all)
     channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
+
+    @classmethod
+    def from_spaces(cls, observation_space, action_space=None, **fields) -> "ModelConfig":
+        """A config whose ``channels``, ``action_dim`` and action bounds match gymnasium spaces.
+
+        ``observation_space``: a ``Box`` image ``[64, 64, C]`` or a ``Dict`` with an ``image``
+        entry (see :class:`cwworld.envs.ImageObservation`); ``action_space``: ``Discrete(n)``
+        (one-hot, ``action_dim = n``), a ``Box`` (``action_dim`` = its size, finite bounds
+        checked), or None (video only). Other fields as keyword arguments.
+        """
+        import gymnasium as gym
+
+        space = observation_space
+        if isinstance(space, gym.spaces.Dict):
+            if "image" not in space.spaces:
+                raise ConfigError(f"from_spaces: a Dict observation space needs an 'image' entry, found "
+                                  f"{sorted(space.spaces)}")
+            space = space.spaces["image"]
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:
+            raise ConfigError(f"from_spaces: expected an image Box [H, W, C], found {space}")
+        H, W, C = space.shape
+        if (H, W) != (64, 64):
+            raise ConfigError(f"from_spaces: images must be 64x64 (wrap the env in cwworld.envs.ImageObservation), "
+                              f"found {H}x{W}")
+        derived: dict = {"channels": int(C)}
+        if isinstance(action_space, gym.spaces.Discrete):
+            derived["action_dim"] = int(action_space.n)
+        elif isinstance(action_space, gym.spaces.Box):
+            derived["action_dim"] = int(np.prod(action_space.shape))
+            low, high = action_space.low.reshape(-1), action_space.high.reshape(-1)
+            if np.isfinite(low).all() and np.isfinite(high).all():
+                derived["action_low"], derived["action_high"] = low.tolist(), high.tolist()
+        elif action_space is not None:
+            raise ConfigError(f"from_spaces: unsupported action space {action_space} (Discrete or Box)")
+        config = cls(**{**derived, **fields})
+        config.validate()
+        return config
 
     def per_level(self, name: str) -> list:
         """Value of a size field (``stoch``, ``deter``, ``hidden``, ``beta``) for each level."""
@@ -105,6 +152,16 @@ class ModelConfig:
             _check_range("model.kl_balance", self.kl_balance, 0.0, 1.0)
         _check_min("model.action_dim", self.action_dim, 0)
         _check_min("model.action_embed", self.action_embed, 1)
+        for name in ("action_low", "action_high"):
+            bound = getattr(self, name)
+            if bound is not None and len(bound) != self.action_dim:
+                raise ConfigError(f"model.{name}: expected {self.action_dim} values (action_dim), got {len(bound)}")
+        if (self.action_low is None) != (self.action_high is None):
+            raise ConfigError("model.action_low and model.action_high must be given together")
+        _check_min("model.head_hidden", self.head_hidden, 1)
+        _check_min("model.head_layers", self.head_layers, 0)
+        _check_min("model.reward_scale", self.reward_scale, 0.0)
+        _check_min("model.continue_scale", self.continue_scale, 0.0)
         if self.use_obs is not None and len(self.use_obs) != self.levels:
             raise ConfigError(
                 f"model.use_obs: expected one bool per level ({self.levels}), got {len(self.use_obs)}"

@@ -219,12 +219,18 @@ class Rollout:
     level's ``[z, h]``, ``[B, horizon, F]``, when the bottom level was rolled.
     ``actions`` holds the actions used, ``[B, horizon, A]``, where ``actions[:, i]``
     leads into imagined step ``i``. ``frames`` is filled when decoding was asked for.
+    With heads configured, ``reward`` and ``cont`` hold the bottom level's predictions
+    ``[B, horizon]`` and ``level_rewards[l]`` level ``l``'s predicted reward sums over its
+    windows ``[B, n_l]`` (index 0 is None), so a jumpy rollout can score a plan.
     """
 
     levels: list[Optional[LevelStates]]
     last: CWState
     actions: Optional[torch.Tensor] = None
     frames: Optional[torch.Tensor] = None
+    reward: Optional[torch.Tensor] = None  # [B, horizon], the reward head's mean (reward_head)
+    cont: Optional[torch.Tensor] = None  # [B, horizon], probability of continuing (continue_head)
+    level_rewards: Optional[list] = None  # per level l > 0: [B, n_l] predicted window reward sums
 
     @property
     def features(self) -> Optional[torch.Tensor]:
@@ -278,6 +284,14 @@ class CWVAE(nn.Module):
         self.decoder = ConvDecoder(
             self.stoch[0] + self.deter[0], config.channels, config.cnn_depth, config.channels_last
         )
+        # heads (off by default: the paper's model has none)
+        def head(in_dim):
+            return MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
+        self.reward_head = head(self.stoch[0] + self.deter[0]) if config.reward_head else None
+        self.continue_head = head(self.stoch[0] + self.deter[0]) if config.continue_head else None
+        self.level_reward_heads = nn.ModuleList(
+            head(self.stoch[level] + self.deter[level]) for level in range(1, L)
+        ) if config.level_reward_heads else None
 
     def _level_action_dim(self, level: int) -> int:
         cfg = self.config
@@ -631,11 +645,25 @@ class CWVAE(nn.Module):
             # actions[:, i] leads into imagined step i: it plays the role of action_prev
             out, _, last = self._unroll(state, horizon, actions, None, None, None, rolled, sample)
         rollout = Rollout(out, last, actions)
+        self._apply_heads(rollout)
         if decode:
             if out[0] is None:
                 raise ValueError("imagine: decode=True needs the bottom level in `levels`")
             rollout.frames = self.decode(out[0].features)
         return rollout
+
+    def _apply_heads(self, rollout: Rollout) -> None:
+        bottom = rollout.levels[0]
+        if bottom is not None and self.reward_head is not None:
+            rollout.reward = self.reward_head(bottom.features)[..., 0]
+        if bottom is not None and self.continue_head is not None:
+            rollout.cont = torch.sigmoid(self.continue_head(bottom.features)[..., 0])
+        if self.level_reward_heads is not None:
+            rollout.level_rewards = [None] + [
+                None if rollout.levels[level] is None else
+                self.level_reward_heads[level - 1](rollout.levels[level].features)[..., 0]
+                for level in range(1, self.levels)
+            ]
 
     def _imagine_with_policy(self, state: CWState, horizon: int, policy, sample: bool):
         """Step-by-step prior rollout, all levels, the policy choosing each action from the carry.
@@ -779,15 +807,58 @@ class CWVAE(nn.Module):
             penalty = penalty + self.beta[level] * torch.clamp(kl_train - self.config.free_nats, min=0.0)
             kl_total = kl_total + kl_seq
             terms[f"kl/{level}"] = kl_seq.detach() / T
-        loss = (nll + penalty) / T
+        heads, head_terms = self._head_losses(traj, batch, B, T, validate)
+        loss = (nll + penalty + heads) / T
         terms = {
             "loss": loss.detach(),
             "nll": nll.detach() / T,
             "mse": sq_err.detach() / (T * pixels),
             "kl": kl_total.detach() / T,
             **terms,
+            **head_terms,
         }
         return loss, terms
+
+    def _head_losses(self, traj: Trajectory, batch: dict, B: int, T: int, validate: bool):
+        """Reward (Gaussian NLL, unit std, constant dropped), continue (binary cross-entropy on
+        ``1 - is_terminal``) and per-level window-reward losses, summed over time per sequence."""
+        cfg = self.config
+        total = 0.0
+        terms: dict[str, torch.Tensor] = {}
+        if self.reward_head is None and self.continue_head is None and self.level_reward_heads is None:
+            return total, terms
+        reward = batch.get("reward")
+        if (self.reward_head is not None or self.level_reward_heads is not None):
+            if reward is None:
+                raise ValueError("loss: the model has reward heads; the batch needs 'reward' [B, T]")
+            reward = torch.as_tensor(reward, device=self.device).float()
+            if validate and tuple(reward.shape) != (B, T):
+                raise ValueError(f"reward: expected shape [{B}, {T}], found {tuple(reward.shape)}")
+        if self.reward_head is not None:
+            pred = self.reward_head(traj.features)[..., 0]
+            sq = 0.5 * (pred - reward).square().sum() / B
+            total = total + cfg.reward_scale * sq
+            terms["reward_loss"] = sq.detach() / T
+        if self.continue_head is not None:
+            terminal = batch.get("is_terminal")
+            target = torch.ones(B, T, device=self.device) if terminal is None else \
+                1.0 - torch.as_tensor(terminal, device=self.device).float()
+            logits = self.continue_head(traj.features)[..., 0]
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / B
+            total = total + cfg.continue_scale * bce
+            terms["continue_loss"] = bce.detach() / T
+        if self.level_reward_heads is not None:
+            csum = F.pad(reward.cumsum(dim=1), (1, 0))  # csum[:, t] = sum of reward[:, :t]
+            for level in range(1, self.levels):
+                period = self.periods[level]
+                starts = torch.arange(0, T, period, device=self.device)
+                ends = torch.clamp(starts + period, max=T)
+                target = csum[:, ends] - csum[:, starts]  # reward summed over each window
+                pred = self.level_reward_heads[level - 1](traj.posterior[level].features)[..., 0]
+                sq = 0.5 * (pred - target).square().sum() / B
+                total = total + cfg.reward_scale * sq
+                terms[f"reward_loss/{level}"] = sq.detach() / T
+        return total, terms
 
     # -- input checks ------------------------------------------------------------------
 
@@ -834,6 +905,15 @@ class CWVAE(nn.Module):
         action = action.to(self.device, torch.float32)
         if not bool(torch.isfinite(action).all()):
             raise ValueError(f"{name}: expected finite values, found NaN or inf")
+        if self.config.action_low is not None:
+            low = torch.tensor(self.config.action_low, device=action.device)
+            high = torch.tensor(self.config.action_high, device=action.device)
+            outside = (action < low - 1e-6) | (action > high + 1e-6)
+            if bool(outside.any()):
+                dim = int(outside.nonzero()[0, -1])
+                found = action[..., dim][outside[..., dim]][0]
+                raise ValueError(f"{name}: dimension {dim} must lie in the action space's bounds "
+                                 f"[{self.config.action_low[dim]:g}, {self.config.action_high[dim]:g}], found {float(found):g}")
         return action
 
     def _check_is_first(self, is_first, B: int, T: int):

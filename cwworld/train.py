@@ -79,6 +79,11 @@ def model_inputs(model: CWVAE, batch: dict) -> dict:
         out["action"] = model._check_action(torch.as_tensor(batch["action"]).float(), B, T)
     if "is_first" in batch:
         out["is_first"] = model._check_is_first(torch.as_tensor(batch["is_first"]).bool(), B, T)
+    for key in ("reward", "is_terminal"):  # for the heads
+        if key in batch:
+            out[key] = torch.as_tensor(batch[key]).to(model.device)
+    if (model.reward_head is not None or model.level_reward_heads is not None) and "reward" not in out:
+        raise ValueError(f"the model has reward heads but the data has no 'reward' field (fields: {sorted(batch)})")
     return out
 
 

@@ -1,0 +1,118 @@
+"""The world model for agents: heads, spaces, action bounds, and what training on actions learns."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from cwworld import CWVAE, ModelConfig
+
+from conftest import squares_video, tiny_config, tiny_model
+
+
+def pushed_square(rng, length, size=64, side=12, step=6):
+    """A square moved by the actions: action[t] in {-1, 0, 1}^2 moves it by `step` pixels
+    between frame t and t+1 (clipped at the border). Reward[t] = the square's x / size."""
+    pos = rng.integers(0, size - side, 2).astype(float)
+    actions = rng.integers(-1, 2, (length, 2)).astype(np.float32)
+    frames = np.zeros((length, size, size, 1), np.uint8)
+    reward = np.zeros(length, np.float32)
+    for t in range(length):
+        y, x = pos.astype(int)
+        frames[t, y : y + side, x : x + side] = 255
+        reward[t] = x / size
+        pos = np.clip(pos + step * actions[t], 0, size - side)
+    return frames, actions, reward
+
+
+def pushed_batch(rng, B, T):
+    data = [pushed_square(rng, T) for _ in range(B)]
+    return {k: torch.from_numpy(np.stack([d[i] for d in data])) for i, k in enumerate(("image", "action", "reward"))}
+
+
+def test_heads_add_their_losses_and_rollout_predictions():
+    model = tiny_model(action_dim=2, reward_head=True, continue_head=True, level_reward_heads=True)
+    batch = pushed_batch(np.random.default_rng(0), 2, 8)
+    batch["is_terminal"] = torch.zeros(2, 8, dtype=torch.bool)
+    batch["is_terminal"][0, -1] = True
+    loss, metrics = model.loss(batch)
+    assert {"reward_loss", "continue_loss", "reward_loss/1", "reward_loss/2"} <= set(metrics)
+    plain = (metrics["nll"] + metrics["kl"])
+    extra = metrics["reward_loss"] + metrics["continue_loss"] + metrics["reward_loss/1"] + metrics["reward_loss/2"]
+    assert abs(metrics["loss"] - (plain + extra)) < 1e-3 * abs(metrics["loss"])
+    loss.backward()
+    assert model.reward_head.linears[0].weight.grad.abs().sum() > 0
+    assert model.level_reward_heads[1].linears[0].weight.grad.abs().sum() > 0
+    state = model.observe(batch["image"], batch["action"]).last
+    rollout = model.imagine(state, 6, actions=torch.zeros(2, 6, 2))
+    assert rollout.reward.shape == (2, 6) and rollout.cont.shape == (2, 6)
+    assert ((rollout.cont > 0) & (rollout.cont < 1)).all()
+    assert rollout.level_rewards[0] is None and rollout.level_rewards[2].shape == (2, len(rollout.levels[2]))
+    with pytest.raises(ValueError, match="needs 'reward'"):
+        model.loss({"image": batch["image"], "action": batch["action"]})
+
+
+def test_level_reward_target_is_the_window_sum():
+    model = tiny_model(level_reward_heads=True)  # k = 2: level 1 windows of 2, level 2 of 4
+    for head in model.level_reward_heads:  # heads that output 0: the loss is 0.5 * target^2
+        for p in head.parameters():
+            torch.nn.init.zeros_(p)
+    reward = torch.arange(1.0, 7.0).view(1, 6)  # 1..6
+    _, metrics = model.loss({"image": squares_video(1, 6), "reward": reward})
+    assert abs(metrics["reward_loss/1"] - 0.5 * (3**2 + 7**2 + 11**2) / 6) < 1e-4
+    assert abs(metrics["reward_loss/2"] - 0.5 * (10**2 + 11**2) / 6) < 1e-4  # the last window is cut short
+
+
+def test_from_spaces_and_action_bounds():
+    image = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    cfg = ModelConfig.from_spaces(gym.spaces.Dict({"image": image}), gym.spaces.Discrete(5), levels=2)
+    assert (cfg.channels, cfg.action_dim, cfg.levels, cfg.action_low) == (3, 5, 2, None)
+    box = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
+    cfg = ModelConfig.from_spaces(image, box, **{k: v for k, v in vars(tiny_config()).items()
+                                                  if k in ("levels", "factor", "stoch", "deter", "hidden", "embed",
+                                                           "cnn_depth", "enc_dense_layers")})
+    assert cfg.action_dim == 2 and cfg.action_low == [-1.0, 0.0] and cfg.action_high == [1.0, 2.0]
+    model = CWVAE(cfg)
+    video = squares_video(1, 3, channels=3)
+    model.observe(video, torch.tensor([[[0.5, 1.5]] * 3]))
+    with pytest.raises(ValueError, match=r"dimension 1 must lie in the action space's bounds \[0, 2\], found 2.5"):
+        model.observe(video, torch.tensor([[[0.5, 2.5]] * 3]))
+    with pytest.raises(Exception, match="64x64"):
+        ModelConfig.from_spaces(gym.spaces.Box(0, 255, (32, 32, 3), np.uint8))
+
+
+def _centroid(frames: torch.Tensor) -> torch.Tensor:
+    """Intensity centroid (y, x) of ``[..., H, W, 1]`` frames -> ``[..., 2]``."""
+    w = frames[..., 0].clamp_min(0) + 1e-6
+    ys, xs = torch.arange(64.0).view(64, 1), torch.arange(64.0).view(1, 64)
+    return torch.stack([(w * ys).sum((-2, -1)) / w.sum((-2, -1)), (w * xs).sum((-2, -1)) / w.sum((-2, -1))], -1)
+
+
+def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_reward():
+    """300 steps (about 25 s on 2 CPU cores) on squares pushed by the actions; reward = x / 64."""
+    torch.manual_seed(0)
+    model = tiny_model(levels=2, factor=2, action_dim=2, stoch=8, deter=64, hidden=64, cnn_depth=8,
+                       dec_stddev=0.3, reward_head=True)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
+    for _ in range(300):
+        loss, _ = model.loss(pushed_batch(rng, 8, 8))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = pushed_batch(np.random.default_rng(123), 16, 12)
+    context, horizon = 4, 8
+    truth = test["image"][:, context:].float() / 255
+    shuffled = test["action"][torch.randperm(16, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        with_true = model.predict(test["image"][:, :context], horizon, actions=test["action"], sample=False)[:, 0]
+        with_shuffled = model.predict(test["image"][:, :context], horizon, actions=shuffled, sample=False)[:, 0]
+        reward_pred = model.reward_head(model.observe(test["image"], test["action"], sample=False).features)[..., 0]
+    mse_true = (with_true - truth).square().mean().item()
+    mse_shuffled = (with_shuffled - truth).square().mean().item()
+    where_true = (_centroid(with_true) - _centroid(truth)).norm(dim=-1).mean().item()
+    where_shuffled = (_centroid(with_shuffled) - _centroid(truth)).norm(dim=-1).mean().item()
+    assert mse_true < 0.9 * mse_shuffled, (mse_true, mse_shuffled)
+    assert where_true < 0.8 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
+    reward_mse = (reward_pred - test["reward"]).square().mean().item()
+    assert reward_mse < 0.1 * test["reward"].var().item(), (reward_mse, test["reward"].var().item())
