@@ -77,6 +77,9 @@ class ModelConfig:
     head_layers: int = 2  # hidden layers of each head
     reward_scale: float = 1.0  # loss weight of the reward heads (Gaussian NLL, unit std)
     continue_scale: float = 1.0  # loss weight of the continue head (binary cross-entropy)
+    vectors: Optional[dict[str, int]] = None  # vector observations next to the image: {name: size}
+    vector_embed: int = 64  # width of the vector observations' encoder MLP
+    vector_scale: float = 1.0  # loss weight of the vector reconstruction (Gaussian NLL, unit std)
     use_obs: Optional[list[bool]] = None  # per level: use the context frames in predict (None = all)
     channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
 
@@ -162,6 +165,10 @@ class ModelConfig:
         _check_min("model.head_layers", self.head_layers, 0)
         _check_min("model.reward_scale", self.reward_scale, 0.0)
         _check_min("model.continue_scale", self.continue_scale, 0.0)
+        for name, size in (self.vectors or {}).items():
+            _check_min(f"model.vectors.{name}", size, 1)
+        _check_min("model.vector_embed", self.vector_embed, 1)
+        _check_min("model.vector_scale", self.vector_scale, 0.0)
         if self.use_obs is not None and len(self.use_obs) != self.levels:
             raise ConfigError(
                 f"model.use_obs: expected one bool per level ({self.levels}), got {len(self.use_obs)}"
@@ -427,6 +434,18 @@ def _match(value, tp) -> tuple[bool, Any]:
         return False, None
     if origin is Literal:
         return (value in typing.get_args(tp)), value
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            return False, None
+        out = {}
+        for key, item in value.items():
+            ok_k, k = _match(key, key_tp)
+            ok_v, v = _match(item, value_tp)
+            if not (ok_k and ok_v):
+                return False, None
+            out[k] = v
+        return True, out
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

@@ -174,19 +174,24 @@ def evaluate(
             actions = None
             if model.config.action_dim > 0:  # the true actions, as the paper's action-conditioned setting
                 actions = torch.stack([item["action"] for item in items]).float().to(device)[:, :length]
+            vectors = {k: torch.stack([item[k] for item in items]).to(device)[:, :length]
+                       for k in model.vector_keys} if model.vector_keys else None
+            ctx_vectors = None if vectors is None else {k: v[:, :context] for k, v in vectors.items()}
             target = truth[:, context:].float() / 255.0  # [B, H, h, w, c]
-            pred = model.predict(truth[:, :context], horizon, actions=actions,
+            pred = model.predict(truth[:, :context], horizon, actions=actions, vectors=ctx_vectors,
                                  num_samples=num_samples)  # [B, S, H, h, w, c]
             ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
-            traj = model.observe(truth, actions, sample=False)
+            traj = model.observe(truth, actions, sample=False, vectors=vectors)
             kls.append(torch.stack([
                 _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum(dim=(1, 2)).cpu()
                 for post, prior in zip(traj.posterior, traj.prior)
             ], dim=1))  # [B, L], nats per sequence
             if start == 0:
                 grid_actions = None if actions is None else actions[:grid_videos]
-                grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos], grid_actions)
+                grid_vectors = None if ctx_vectors is None else {k: v[:grid_videos] for k, v in ctx_vectors.items()}
+                grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos], grid_actions,
+                               grid_vectors)
     kl = torch.cat(kls).mean(dim=0)  # [L]
     return EvalResult(
         ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
@@ -196,16 +201,18 @@ def evaluate(
 
 
 def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor,
-           actions: Optional[torch.Tensor] = None) -> dict:
-    """Grid videos: truth above each sample; and all-levels vs top-level-from-prior predictions."""
+           actions: Optional[torch.Tensor] = None, vectors: Optional[dict] = None) -> dict:
+    """Grid videos: truth above each sample; and all-levels vs top-level-from-prior predictions.
+    ``vectors``: the context's vector observations, for models that read them."""
     ctx_actions = None if actions is None else actions[:, :context]
-    recon = model.decode(model.observe(truth[:, :context], ctx_actions).features)  # [B, C, h, w, c]
+    recon = model.decode(model.observe(truth[:, :context], ctx_actions, vectors=vectors).features)
     with_context = lambda p: torch.cat([recon, p], dim=1).cpu()  # noqa: E731
     rows = [list(truth.cpu())] + [list(with_context(pred[:, s])) for s in range(min(pred.shape[1], 3))]
     out = {"predictions": video_grid(rows)}
     if model.levels > 1:
         blind_top = [True] * (model.levels - 1) + [False]
-        prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, actions, use_obs=blind_top)[:, 0]))
+        prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, actions, use_obs=blind_top,
+                                                      vectors=vectors)[:, 0]))
                       for _ in range(2)]
         out["top_prior"] = video_grid([list(truth.cpu()), list(with_context(pred[:, 0]))] + prior_rows)
     return out

@@ -231,6 +231,7 @@ class Rollout:
     reward: Optional[torch.Tensor] = None  # [B, horizon], the reward head's mean (reward_head)
     cont: Optional[torch.Tensor] = None  # [B, horizon], probability of continuing (continue_head)
     level_rewards: Optional[list] = None  # per level l > 0: [B, n_l] predicted window reward sums
+    vectors: Optional[dict] = None  # decoded vector observations {name: [B, horizon, size]} (decode=True)
 
     @property
     def features(self) -> Optional[torch.Tensor]:
@@ -258,6 +259,13 @@ class CWVAE(nn.Module):
 
         self.encoder = ConvEncoder(config.channels, config.cnn_depth)
         embed_dim = self.encoder.out_dim
+        # optional vector observations (e.g. MineRL's compass): encoded next to the image, decoded too
+        self.vector_keys = list(config.vectors or {})
+        self.vector_dims = [config.vectors[k] for k in self.vector_keys]
+        self.vector_encoder = self.vector_decoder = None
+        if self.vector_keys:
+            self.vector_encoder = MLP(sum(self.vector_dims), config.vector_embed, config.vector_embed, 2)
+            embed_dim += config.vector_embed
         # level l > 0: its own MLP on the per-frame embedding, then a sum over its window
         self.level_mlps = nn.ModuleList(
             MLP(embed_dim, config.embed, embed_dim, config.enc_dense_layers) for _ in range(1, L)
@@ -288,6 +296,9 @@ class CWVAE(nn.Module):
         def head(in_dim):
             return MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
         self.reward_head = head(self.stoch[0] + self.deter[0]) if config.reward_head else None
+        if self.vector_keys:
+            self.vector_decoder = MLP(self.stoch[0] + self.deter[0], config.head_hidden, sum(self.vector_dims),
+                                      config.head_layers + 1)
         self.continue_head = head(self.stoch[0] + self.deter[0]) if config.continue_head else None
         self.level_reward_heads = nn.ModuleList(
             head(self.stoch[level] + self.deter[level]) for level in range(1, L)
@@ -316,16 +327,41 @@ class CWVAE(nn.Module):
 
     # -- encoding --------------------------------------------------------------------
 
-    def encode(self, image) -> list[torch.Tensor]:
+    def encode(self, image, vectors: Optional[dict] = None) -> list[torch.Tensor]:
         """Per-frame embeddings for each level, ``[B, T, E]`` (before window pooling).
 
         Args:
             image: ``[B, T, H, W, C]`` uint8, or float in [0, 1] (checked by the callers).
+            vectors: ``{name: [B, T, size]}`` for the configured vector observations.
         """
-        B = image.shape[0]
+        B, T = image.shape[:2]
         frames = self._to_model_frames(image)  # (B*T, C, H, W)
         e = rearrange(self.encoder(frames), "(b t) e -> b t e", b=B)
+        if self.vector_encoder is not None:
+            e = torch.cat([e, self.vector_encoder(self._vector_input(vectors, B, T))], dim=-1)
         return [e] + [mlp(e) for mlp in self.level_mlps]
+
+    def _vector_input(self, vectors: Optional[dict], B: int, T: int, name: str = "vectors") -> torch.Tensor:
+        """The configured vector observations as one float tensor ``[B, T, sum of sizes]``,
+        symlog-squashed (``sign(x) log(1 + |x|)``, as DreamerV3) so raw units (degrees,
+        item counts) need no hand-set scale; :meth:`decode_vectors` undoes it."""
+        if not isinstance(vectors, dict):
+            raise ValueError(f"{name}: this model reads vector observations {dict(zip(self.vector_keys, self.vector_dims))}; "
+                             f"pass them as a dict {{name: [B, T, size]}} (batch fields of the same names), "
+                             f"found {type(vectors).__name__}")
+        parts = []
+        for key, size in zip(self.vector_keys, self.vector_dims):
+            if key not in vectors:
+                raise ValueError(f"{name}: missing {key!r} (expected [{B}, {T}, {size}]; found keys {sorted(vectors)})")
+            value = torch.as_tensor(vectors[key], device=self.device).float()
+            if value.ndim == 2 and size == 1:
+                value = value[..., None]
+            if tuple(value.shape) != (B, T, size):
+                raise ValueError(f"{name}: {key!r}: expected shape [{B}, {T}, {size}], found {tuple(value.shape)}")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name}: {key!r}: expected finite values, found NaN or inf")
+            parts.append(value)
+        return _symlog(torch.cat(parts, dim=-1))
 
     def _to_model_frames(self, image: torch.Tensor) -> torch.Tensor:
         """``[B, T, H, W, C]`` -> float ``[B*T, C, H, W]`` in [0, 1], channels-last in memory when configured."""
@@ -355,6 +391,7 @@ class CWVAE(nn.Module):
         state: Optional[CWState] = None,
         sample: bool = True,
         use_obs: Optional[Sequence[bool]] = None,
+        vectors: Optional[dict] = None,
     ) -> Trajectory:
         """Infer posterior states from frames.
 
@@ -371,6 +408,7 @@ class CWVAE(nn.Module):
             sample: draw ``z`` from the posterior (False: use its mean).
             use_obs: per level, whether to use the frames (False: that level
                 follows its prior, as in the paper's Sec. 3.6). Default: the config's.
+            vectors: ``{name: [B, T, size]}`` when the config has ``vectors``.
         Returns:
             :class:`Trajectory` with per-level posteriors and priors.
         """
@@ -379,7 +417,7 @@ class CWVAE(nn.Module):
         action = self._check_action(action, B, T)
         is_first = self._check_is_first(is_first, B, T)
         state = self.initial(B) if state is None else self._check_state(state, B)
-        return self._observe_embedded(self.encode(image), action, is_first, state, sample, use_obs)
+        return self._observe_embedded(self.encode(image, vectors), action, is_first, state, sample, use_obs)
 
     def _observe_embedded(self, embeds, action, is_first, state, sample=True, use_obs=None) -> Trajectory:
         B, T = embeds[0].shape[:2]
@@ -387,7 +425,8 @@ class CWVAE(nn.Module):
         posts, priors, last = self._unroll(state, T, action_prev, keep, embeds, use_obs, range(self.levels), sample)
         return Trajectory(posts, priors, last)
 
-    def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True) -> CWState:
+    def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True,
+                     vectors_t: Optional[dict] = None) -> CWState:
         """Filter one frame online: the state after ``image_t``, for an agent acting as it goes.
 
         Args:
@@ -398,6 +437,7 @@ class CWVAE(nn.Module):
                 this step; ignored where ``is_first``); required when ``action_dim > 0``.
             is_first: ``[B]`` bool, episode starts (resets every level's state).
             sample: sample ``z`` (False: posterior means).
+            vectors_t: ``{name: [B, size]}`` when the config has ``vectors``.
 
         An upper level's posterior at a tick sums the embeddings of the frames in its window,
         so it changes as each frame of the window arrives. The returned state keeps (in
@@ -429,7 +469,9 @@ class CWVAE(nn.Module):
         action_prev = self._check_action(action_prev, B, 1, name="observe_step: action_prev")
         first = torch.zeros(B, dtype=torch.bool, device=self.device) if is_first is None else \
             self._check_is_first(torch.as_tensor(is_first).reshape(-1, 1), B, 1)[:, 0]
-        embeds = self.encode(image)  # per level [B, 1, E]
+        if vectors_t is not None:
+            vectors_t = {k: torch.as_tensor(v)[:, None] for k, v in vectors_t.items()}
+        embeds = self.encode(image, vectors_t)  # per level [B, 1, E]
 
         K, t, old = self.periods[-1], state.step, state.memory
         if old is None or t % K == 0:  # the top level ticks now: a new window of memory
@@ -650,7 +692,16 @@ class CWVAE(nn.Module):
             if out[0] is None:
                 raise ValueError("imagine: decode=True needs the bottom level in `levels`")
             rollout.frames = self.decode(out[0].features)
+            if self.vector_decoder is not None:
+                rollout.vectors = self.decode_vectors(out[0].features)
         return rollout
+
+    def decode_vectors(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Bottom-level features ``[B, T, F]`` -> predicted vector observations ``{name: [B, T, size]}``."""
+        if self.vector_decoder is None:
+            raise ValueError("decode_vectors: this model has no vector observations (model.vectors)")
+        out = _symexp(self.vector_decoder(features))
+        return dict(zip(self.vector_keys, out.split(self.vector_dims, dim=-1)))
 
     def _apply_heads(self, rollout: Rollout) -> None:
         bottom = rollout.levels[0]
@@ -726,6 +777,7 @@ class CWVAE(nn.Module):
         num_samples: int = 1,
         use_obs: Optional[Sequence[bool]] = None,
         sample: bool = True,
+        vectors: Optional[dict] = None,
     ) -> torch.Tensor:
         """Open-loop video prediction: observe ``context``, then roll the priors ``horizon`` steps.
 
@@ -749,7 +801,7 @@ class CWVAE(nn.Module):
         actions = self._check_action(actions, B, C + horizon - 1, name="predict: actions", at_least=True)
         if actions is not None:
             actions = actions.repeat_interleave(num_samples, dim=0)
-        embeds = [e.repeat_interleave(num_samples, dim=0) for e in self.encode(context)]
+        embeds = [e.repeat_interleave(num_samples, dim=0) for e in self.encode(context, vectors)]
         ctx_actions = None if actions is None else actions[:, :C]
         traj = self._observe_embedded(embeds, ctx_actions, None, self.initial(B * num_samples), sample, use_obs)
         future = None if actions is None else actions[:, C - 1 : C - 1 + horizon]
@@ -781,7 +833,8 @@ class CWVAE(nn.Module):
             action = self._check_action(action, image.shape[0], image.shape[1])
             is_first = self._check_is_first(is_first, image.shape[0], image.shape[1])
         B, T = image.shape[:2]
-        traj = self._observe_embedded(self.encode(image), action, is_first, self.initial(B))
+        vectors = {k: batch[k] for k in self.vector_keys if k in batch} if self.vector_keys else None
+        traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B))
 
         mean = self.decoder(rearrange(traj.features, "b t f -> (b t) f"))  # (B*T, C, H, W)
         target = self._to_model_frames(image)  # (B*T, C, H, W)
@@ -825,6 +878,11 @@ class CWVAE(nn.Module):
         cfg = self.config
         total = 0.0
         terms: dict[str, torch.Tensor] = {}
+        if self.vector_decoder is not None:
+            target = self._vector_input({k: batch[k] for k in self.vector_keys if k in batch}, B, T)
+            sq = 0.5 * (self.vector_decoder(traj.features) - target).square().sum() / B
+            total = total + cfg.vector_scale * sq
+            terms["vector_loss"] = sq.detach() / T
         if self.reward_head is None and self.continue_head is None and self.level_reward_heads is None:
             return total, terms
         reward = batch.get("reward")
@@ -949,6 +1007,14 @@ def _sum_since_previous_tick(x: torch.Tensor, offsets: range, period: int) -> to
     hi = torch.as_tensor([o + 1 for o in offsets], device=x.device, dtype=torch.long)
     lo = torch.as_tensor([max(o + 1 - period, 0) for o in offsets], device=x.device, dtype=torch.long)
     return csum[:, hi] - csum[:, lo]
+
+
+def _symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def _symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
 
 
 def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:

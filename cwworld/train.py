@@ -79,9 +79,12 @@ def model_inputs(model: CWVAE, batch: dict) -> dict:
         out["action"] = model._check_action(torch.as_tensor(batch["action"]).float(), B, T)
     if "is_first" in batch:
         out["is_first"] = model._check_is_first(torch.as_tensor(batch["is_first"]).bool(), B, T)
-    for key in ("reward", "is_terminal"):  # for the heads
+    for key in ("reward", "is_terminal", *model.vector_keys):  # for the heads and vector observations
         if key in batch:
             out[key] = torch.as_tensor(batch[key]).to(model.device)
+    missing = [key for key in model.vector_keys if key not in batch]
+    if missing:
+        raise ValueError(f"model.vectors needs the fields {missing}, which the data lacks (fields: {sorted(batch)})")
     if (model.reward_head is not None or model.level_reward_heads is not None) and "reward" not in out:
         raise ValueError(f"the model has reward heads but the data has no 'reward' field (fields: {sorted(batch)})")
     return out
@@ -341,16 +344,18 @@ class Trainer:
         actions = None
         if self.model.config.action_dim > 0:
             actions = torch.stack([item["action"] for item in items]).float().to(self.device)
+        vectors = {k: torch.stack([item[k] for item in items]).to(self.device) for k in self.model.vector_keys} \
+            if self.model.vector_keys else None
         # the global RNG is saved in checkpoints: keep sampling from disturbing it
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.step)
-            grid = prediction_grid(self.model, truth, ev.context, ev.horizon, actions)
+            grid = prediction_grid(self.model, truth, ev.context, ev.horizon, actions, vectors)
         return save_gif(self.run_dir / "samples" / f"step_{self.step:06d}.gif", grid)
 
 
 @torch.no_grad()
 def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: int,
-                    actions: Optional[torch.Tensor] = None) -> np.ndarray:
+                    actions: Optional[torch.Tensor] = None, vectors: Optional[dict] = None) -> np.ndarray:
     """``truth [B, context + horizon, H, W, C]`` -> grid video: per video, truth above and
     the model below (posterior reconstruction over the context, then open-loop prediction,
     given the true ``actions [B, context + horizon, A]`` for an action-conditioned model)."""
@@ -358,8 +363,9 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
     model.eval()
     try:
         ctx_actions = None if actions is None else actions[:, :context]
-        recon = model.decode(model.observe(truth[:, :context], ctx_actions).features)
-        pred = model.predict(truth[:, :context], horizon, actions=actions)[:, 0]
+        ctx_vectors = None if vectors is None else {k: v[:, :context] for k, v in vectors.items()}
+        recon = model.decode(model.observe(truth[:, :context], ctx_actions, vectors=ctx_vectors).features)
+        pred = model.predict(truth[:, :context], horizon, actions=actions, vectors=ctx_vectors)[:, 0]
     finally:
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()

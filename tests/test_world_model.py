@@ -116,3 +116,34 @@ def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_rewa
     assert where_true < 0.8 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
     reward_mse = (reward_pred - test["reward"]).square().mean().item()
     assert reward_mse < 0.1 * test["reward"].var().item(), (reward_mse, test["reward"].var().item())
+
+
+def test_vector_observations_are_encoded_and_decoded():
+    torch.manual_seed(0)
+    model = tiny_model(vectors={"compass": 1, "inventory": 3})
+    video = squares_video(2, 6)
+    vectors = {"compass": torch.linspace(-180, 180, 12).view(2, 6, 1), "inventory": torch.rand(2, 6, 3) * 10}
+    loss, metrics = model.loss({"image": video, **vectors})
+    assert metrics["vector_loss"] > 0
+    loss.backward()
+    assert model.vector_encoder.linears[0].weight.grad.abs().sum() > 0
+    assert model.vector_decoder.linears[-1].weight.grad.abs().sum() > 0
+    traj = model.observe(video, vectors=vectors, sample=False)
+    other = model.observe(video, vectors={**vectors, "compass": -vectors["compass"]}, sample=False)
+    assert not torch.allclose(traj.features, other.features)  # the vectors reach the states
+    decoded = model.decode_vectors(traj.features)
+    assert decoded["compass"].shape == (2, 6, 1) and decoded["inventory"].shape == (2, 6, 3)
+    rollout = model.imagine(traj.last, 4, decode=True)
+    assert rollout.vectors["inventory"].shape == (2, 4, 3)
+    state = model.initial(2)
+    with torch.no_grad():
+        for t in range(6):
+            state = model.observe_step(state, video[:, t], vectors_t={k: v[:, t] for k, v in vectors.items()},
+                                       sample=False)
+    assert torch.allclose(state.h[0], traj.last.h[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"missing 'inventory' \(expected \[2, 6, 3\]"):
+        model.observe(video, vectors={"compass": vectors["compass"]})
+    with pytest.raises(ValueError, match=r"'compass': expected shape \[2, 6, 1\], found \(2, 6, 2\)"):
+        model.observe(video, vectors={**vectors, "compass": torch.zeros(2, 6, 2)})
+    with pytest.raises(ValueError, match="pass them as a dict"):
+        model.observe(video)
