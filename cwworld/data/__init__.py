@@ -56,30 +56,26 @@ def make_dataset(config, split: str = "train", progress: bool = False):
         return MovingMNIST(data.num_videos if train else ev.num_videos, length, "train" if train else "test",
                            data.num_objects, data.speed, data.path, model.image_size, data.seed)
     if data.kind == "video":
-        if not data.path:
-            raise ValueError("data.kind=video needs the video folder: data.path=/path/to/videos")
-        root = Path(data.path)
-        if train:
-            folder = root / "train" if (root / "train").is_dir() else root
-        elif data.eval_path:
-            folder = Path(data.eval_path)
-        else:
-            folder = root / "test" if (root / "test").is_dir() else root
-        return VideoFolder(folder, length, model.image_size, model.channels,
+        return VideoFolder(_split_folder(data, train, "the video folder: data.path=/path/to/videos"), length, model.image_size, model.channels,
                            mode=data.mode if train else "chunks", stride=data.stride, crop=data.crop,
                            smaller=data.smaller, cache_dir=data.cache, progress=progress)
     if data.kind == "replay":
         from .replay import ReplayBuffer
 
-        if not data.path:
-            raise ValueError("data.kind=replay needs the replay directory: data.path=/path/to/replay")
-        root = Path(data.path)
-        if train:
-            folder = root / "train" if (root / "train").is_dir() else root
-        elif data.eval_path:
-            folder = Path(data.eval_path)
-        else:
-            folder = root / "test" if (root / "test").is_dir() else root
+        folder = _split_folder(data, train, "the replay directory: data.path=/path/to/replay")
         align = model.factor ** (model.levels - 1) if data.align else 1
         return ReplayBuffer.load(folder, capacity=2**62).sequences(length, align)
     raise ValueError(f"data.kind {data.kind!r} has no dataset")
+
+
+def _split_folder(data, train: bool, what: str) -> Path:
+    """``data.path`` (or its ``train/``) for training; ``data.eval_path``, else ``data.path/test``,
+    else ``data.path`` for evaluation."""
+    if not data.path:
+        raise ValueError(f"data.kind={data.kind} needs {what}")
+    root = Path(data.path)
+    if train:
+        return root / "train" if (root / "train").is_dir() else root
+    if data.eval_path:
+        return Path(data.eval_path)
+    return root / "test" if (root / "test").is_dir() else root
