@@ -55,6 +55,7 @@ def _eval(args) -> int:
             run_dir, out, context=args.context, horizon=args.horizon, num_samples=args.samples,
             num_videos=args.videos, batch_size=args.batch_size, checkpoint=args.checkpoint,
             device=args.device, seed=args.seed, overrides=args.overrides, progress=not args.no_progress,
+            lpips_weights=args.lpips,
         )
         results.append(result)
         s = result.summary()
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "OUT/<run name> per run and the comparison plots in OUT)")
     ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
+    ev.add_argument("--lpips", nargs=2, metavar=("ALEXNET_PTH", "LPIPS_PTH"), default=None,
+                    help="also report LPIPS, from local files: torchvision's AlexNet weights "
+                         "(alexnet-owt-7be5be79.pth) and the lpips package's v0.1 alex.pth")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides for the data, e.g. data.path=/data/minerl data.eval_path=/data/test")

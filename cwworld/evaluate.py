@@ -105,6 +105,7 @@ class EvalResult:
     num_samples: int
     name: str = "model"
     step: Optional[int] = None
+    lpips: Optional[np.ndarray] = None  # [videos, samples, horizon] when LPIPS weights were given
     predictions: Optional[np.ndarray] = None  # uint8 grid video: truth and samples
     top_prior: Optional[np.ndarray] = None  # uint8 grid video: top level from its prior
     extra: dict = field(default_factory=dict)
@@ -114,12 +115,15 @@ class EvalResult:
         return self.ssim.shape[0]
 
     def curves(self) -> dict[str, np.ndarray]:
-        """``{ssim_mean, ssim_best, psnr_mean, psnr_best}``, each ``[horizon]``."""
+        """``{ssim_mean, ssim_best, psnr_mean, psnr_best}`` (and ``lpips_*``), each ``[horizon]``."""
         out = {}
-        for metric in ("ssim", "psnr"):
+        for metric in ("ssim", "psnr", "lpips"):
             values = getattr(self, metric)  # [V, S, H]
+            if values is None:
+                continue
             out[f"{metric}_mean"] = values.mean(axis=(0, 1))
-            best = values.mean(axis=2).argmax(axis=1)  # [V]: the best whole sample per video
+            score = values.mean(axis=2)  # [V, S]
+            best = (score.argmin if metric == "lpips" else score.argmax)(axis=1)  # the best whole sample per video
             out[f"{metric}_best"] = values[np.arange(len(values)), best].mean(axis=0)
         return out
 
@@ -146,16 +150,18 @@ def evaluate(
     grid_videos: int = 4,
     progress: bool = False,
     name: str = "model",
+    lpips=None,
 ) -> EvalResult:
     """Evaluate ``model`` open-loop on a dataset of ``{"image": uint8 [T, H, W, C]}`` videos
-    (``T >= context + horizon``); the first ``num_videos`` (default all) are used."""
+    (``T >= context + horizon``); the first ``num_videos`` (default all) are used.
+    ``lpips``: a :class:`cwworld.lpips.LPIPS` to also report LPIPS (lower is better)."""
     total = len(videos) if num_videos is None else min(num_videos, len(videos))
     if total < 1:
         raise ValueError("evaluate: the dataset holds no videos")
     length = context + horizon
     model.eval()
     device = model.device
-    ssims, psnrs, kls, grids = [], [], [], {}
+    ssims, psnrs, lpipses, kls, grids = [], [], [], [], {}
     L, k = model.levels, model.config.factor
     ticks = [math.ceil(length / k**level) for level in range(L)]
     batches = range(0, total, batch_size)
@@ -182,6 +188,10 @@ def evaluate(
                                  num_samples=num_samples)  # [B, S, H, h, w, c]
             ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
+            if lpips is not None:
+                lpips = lpips.to(device)
+                rgb = (lambda v: v.expand(*v.shape[:-1], 3)) if pred.shape[-1] == 1 else (lambda v: v)  # noqa: E731
+                lpipses.append(lpips(rgb(pred), rgb(target[:, None].expand_as(pred))).cpu())
             traj = model.observe(truth, actions, sample=False, vectors=vectors)
             kls.append(torch.stack([
                 _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum(dim=(1, 2)).cpu()
@@ -195,6 +205,7 @@ def evaluate(
     kl = torch.cat(kls).mean(dim=0)  # [L]
     return EvalResult(
         ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
+        lpips=torch.cat(lpipses).numpy() if lpipses else None,
         kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
         context=context, horizon=horizon, num_samples=num_samples, name=name, **grids,
     )
@@ -230,16 +241,18 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
     paths = {}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["t", "frame", "ssim_mean", "ssim_best", "psnr_mean", "psnr_best"])
+    columns = [key for key in ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best", "lpips_mean", "lpips_best")
+               if key in curves]
+    writer.writerow(["t", "frame", *columns])
     for i in range(result.horizon):
-        writer.writerow([i + 1, result.context + i] + [f"{curves[key][i]:.6f}" for key in
-                                                        ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best")])
+        writer.writerow([i + 1, result.context + i] + [f"{curves[key][i]:.6f}" for key in columns])
     paths["csv"] = atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
     record = {**result.summary(), "best_of": result.num_samples,
               "definition": {"ssim": "gaussian 11x11 sigma 1.5, data range 1, predictions clipped to [0, 1]",
                              "psnr": "10 log10(1 / mse), data range 1, capped at 100 dB",
                              "mean": "mean over samples, then over videos",
-                             "best": "per video the sample with the highest horizon-averaged metric"},
+                             "lpips": "AlexNet LPIPS v0.1 from local weights (lower is better)",
+                             "best": "per video the sample with the best horizon-averaged metric"},
               "per_step": {key: [float(v) for v in value] for key, value in curves.items()}}
     paths["json"] = atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=1) + "\n")
     kl_rows = "level,kl_per_frame,kl_per_tick\n" + "".join(
@@ -304,10 +317,12 @@ def evaluate_run(
     seed: int = 0,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    lpips_weights: Optional[Sequence[str]] = None,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate a run directory's model on its config's held-out data; writes into
     ``out_dir`` (default ``RUN_DIR/eval``). Arguments left None come from the config's
-    ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``."""
+    ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
+    ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS."""
     from .config import apply_overrides
     from .data import make_dataset
     from .train import load_model
@@ -325,7 +340,12 @@ def evaluate_run(
     ev.num_videos = num_videos or ev.num_videos
     ev.batch_size = batch_size or ev.batch_size
     videos = make_dataset(config, "eval", progress=progress)
+    lpips = None
+    if lpips_weights:
+        from .lpips import LPIPS
+
+        lpips = LPIPS(*lpips_weights)
     result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
-                      seed=seed, progress=progress, name=run_dir.name)
+                      seed=seed, progress=progress, name=run_dir.name, lpips=lpips)
     result.step = step
     return result, write_results(result, out_dir or run_dir / "eval")

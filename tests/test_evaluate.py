@@ -139,3 +139,47 @@ def test_load_model_restores_the_trained_weights(trained_run):
     state = torch.load(trained_run / "checkpoints" / "latest.pt", weights_only=True)
     assert step == 4 and config.model.levels == 2 and not model.training
     assert torch.equal(model.state_dict()["cells.0.gru.weight_hh"], state["model"]["cells.0.gru.weight_hh"])
+
+
+def _lpips_files(tmp_path):
+    """Weight files in the two real layouts (torchvision AlexNet, lpips v0.1), random values."""
+    from cwworld.lpips import _CONVS, _TORCHVISION_INDEX
+
+    g = torch.Generator().manual_seed(0)
+    backbone, lins = {}, {}
+    for (i, o, k, _, _), index in zip(_CONVS, _TORCHVISION_INDEX):
+        backbone[f"features.{index}.weight"] = torch.randn(o, i, k, k, generator=g) * 0.05
+        backbone[f"features.{index}.bias"] = torch.zeros(o)
+    backbone["classifier.1.weight"] = torch.zeros(2, 2)  # present in the real file, unused
+    for n, (_, o, _, _, _) in enumerate(_CONVS):
+        lins[f"lin{n}.model.1.weight"] = torch.rand(1, o, 1, 1, generator=g)
+    torch.save(backbone, tmp_path / "alexnet.pth")
+    torch.save(lins, tmp_path / "alex.pth")
+    return tmp_path / "alexnet.pth", tmp_path / "alex.pth"
+
+
+def test_lpips_from_local_weight_files(tmp_path):
+    from cwworld.lpips import LPIPS
+
+    metric = LPIPS(*_lpips_files(tmp_path))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 64, 64, 3, generator=g)
+    y = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    same, diff = metric(x, x), metric(x, y)
+    assert same.shape == (2, 3) and torch.allclose(same, torch.zeros(2, 3), atol=1e-6)
+    assert (diff > 0).all() and torch.allclose(diff, metric(y, x), atol=1e-6)
+    torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "short.pth")
+    with pytest.raises(KeyError, match="lin1.model.1.weight"):
+        LPIPS(tmp_path / "alexnet.pth", tmp_path / "short.pth")
+    with pytest.raises(FileNotFoundError, match="local weight files only"):
+        LPIPS(tmp_path / "missing.pth", tmp_path / "alex.pth")
+
+
+def test_eval_reports_lpips_when_weights_are_given(trained_run, tmp_path):
+    alexnet, lins = _lpips_files(tmp_path)
+    result, paths = evaluate_run(trained_run, tmp_path / "out", horizon=3, num_videos=2,
+                                 lpips_weights=(str(alexnet), str(lins)))
+    header = paths["csv"].read_text().splitlines()[0]
+    assert header.endswith("lpips_mean,lpips_best") and result.lpips.shape == (2, 2, 3)
+    curves = result.curves()
+    assert curves["lpips_best"].mean() <= curves["lpips_mean"].mean() + 1e-9  # best of 2 = the lower average
