@@ -55,18 +55,23 @@ def _eval(args) -> int:
             run_dir, out, context=args.context, horizon=args.horizon, num_samples=args.samples,
             num_videos=args.videos, batch_size=args.batch_size, checkpoint=args.checkpoint,
             device=args.device, seed=args.seed, overrides=args.overrides, progress=not args.no_progress,
-            lpips_weights=args.lpips,
+            lpips_weights=args.lpips, i3d_path=args.fvd, fvd_frames=args.fvd_frames,
         )
         results.append(result)
         s = result.summary()
-        console.print(
+        lines = [
             f"{run_dir} (step {result.step}): {result.num_videos} videos, {result.num_samples} samples, "
-            f"context {result.context}, horizon {result.horizon}\n"
+            f"context {result.context}, horizon {result.horizon}",
             f"  SSIM mean {s['ssim_mean_avg']:.4f}, best of {result.num_samples} {s['ssim_best_avg']:.4f}; "
-            f"PSNR mean {s['psnr_mean_avg']:.2f} dB, best {s['psnr_best_avg']:.2f} dB (averaged over the horizon)\n"
-            "  KL per level (nats per frame): "
-            + ", ".join(f"{l}: {v:.3f}" for l, v in enumerate(result.kl_per_frame))
-        )
+            f"PSNR mean {s['psnr_mean_avg']:.2f} dB, best {s['psnr_best_avg']:.2f} dB (averaged over the horizon)",
+        ]
+        if result.lpips is not None:
+            lines.append(f"  LPIPS mean {s['lpips_mean_avg']:.4f}, best {s['lpips_best_avg']:.4f}")
+        if result.fvd is not None:
+            lines.append(f"  FVD {result.fvd:.1f} (first {result.fvd_frames} predicted frames, sample 0)")
+        lines.append("  KL per level (nats per frame): "
+                     + ", ".join(f"{l}: {v:.3f}" for l, v in enumerate(result.kl_per_frame)))
+        console.print("\n".join(lines))
         console.print(f"  wrote {paths['csv'].parent}/ (metrics.csv, metrics.json, kl.csv, *.png, *.gif)")
     if len(results) > 1:
         out = Path(args.out or "eval_compare")
@@ -164,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lpips", nargs=2, metavar=("ALEXNET_PTH", "LPIPS_PTH"), default=None,
                     help="also report LPIPS, from local files: torchvision's AlexNet weights "
                          "(alexnet-owt-7be5be79.pth) and the lpips package's v0.1 alex.pth")
+    ev.add_argument("--fvd", metavar="I3D_TORCHSCRIPT", default=None,
+                    help="also report FVD, with a local i3d_torchscript.pt (the StyleGAN-V / fvd-comparison port "
+                         "of the original FVD's I3D)")
+    ev.add_argument("--fvd-frames", type=int, default=16, help="predicted frames per clip for FVD (default 16)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides for the data, e.g. data.path=/data/minerl data.eval_path=/data/test")

@@ -106,6 +106,8 @@ class EvalResult:
     name: str = "model"
     step: Optional[int] = None
     lpips: Optional[np.ndarray] = None  # [videos, samples, horizon] when LPIPS weights were given
+    fvd: Optional[float] = None  # FVD of the first `fvd_frames` predicted frames (sample 0) vs the truth
+    fvd_frames: Optional[int] = None
     predictions: Optional[np.ndarray] = None  # uint8 grid video: truth and samples
     top_prior: Optional[np.ndarray] = None  # uint8 grid video: top level from its prior
     extra: dict = field(default_factory=dict)
@@ -133,6 +135,7 @@ class EvalResult:
             "name": self.name, "step": self.step, "videos": self.num_videos, "samples": self.num_samples,
             "context": self.context, "horizon": self.horizon,
             **{f"{key}_avg": float(value.mean()) for key, value in curves.items()},
+            "fvd": self.fvd, "fvd_frames": self.fvd_frames,
             "kl_per_frame": self.kl_per_frame, "kl_per_tick": self.kl_per_tick,
         }
 
@@ -151,10 +154,14 @@ def evaluate(
     progress: bool = False,
     name: str = "model",
     lpips=None,
+    i3d=None,
+    fvd_frames: int = 16,
 ) -> EvalResult:
     """Evaluate ``model`` open-loop on a dataset of ``{"image": uint8 [T, H, W, C]}`` videos
     (``T >= context + horizon``); the first ``num_videos`` (default all) are used.
-    ``lpips``: a :class:`cwworld.lpips.LPIPS` to also report LPIPS (lower is better)."""
+    ``lpips``: a :class:`cwworld.lpips.LPIPS` to also report LPIPS (lower is better).
+    ``i3d``: a :class:`cwworld.fvd.I3DFeatures` to also report FVD between the first
+    ``fvd_frames`` predicted frames (the first sample) and the true ones."""
     total = len(videos) if num_videos is None else min(num_videos, len(videos))
     if total < 1:
         raise ValueError("evaluate: the dataset holds no videos")
@@ -162,6 +169,8 @@ def evaluate(
     model.eval()
     device = model.device
     ssims, psnrs, lpipses, kls, grids = [], [], [], [], {}
+    real_feats, fake_feats = [], []
+    clip = min(fvd_frames, horizon)
     L, k = model.levels, model.config.factor
     ticks = [math.ceil(length / k**level) for level in range(L)]
     batches = range(0, total, batch_size)
@@ -192,6 +201,9 @@ def evaluate(
                 lpips = lpips.to(device)
                 rgb = (lambda v: v.expand(*v.shape[:-1], 3)) if pred.shape[-1] == 1 else (lambda v: v)  # noqa: E731
                 lpipses.append(lpips(rgb(pred), rgb(target[:, None].expand_as(pred))).cpu())
+            if i3d is not None:
+                real_feats.append(i3d(target[:, :clip]))
+                fake_feats.append(i3d(pred[:, 0, :clip]))
             traj = model.observe(truth, actions, sample=False, vectors=vectors)
             kls.append(torch.stack([
                 _gaussian_kl(post.mean, post.std, prior.mean, prior.std).sum(dim=(1, 2)).cpu()
@@ -203,7 +215,13 @@ def evaluate(
                 grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos], grid_actions,
                                grid_vectors)
     kl = torch.cat(kls).mean(dim=0)  # [L]
+    fvd = None
+    if i3d is not None:
+        from .fvd import frechet_distance
+
+        fvd = frechet_distance(np.concatenate(fake_feats), np.concatenate(real_feats))
     return EvalResult(
+        fvd=fvd, fvd_frames=clip if i3d is not None else None,
         ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
         lpips=torch.cat(lpipses).numpy() if lpipses else None,
         kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
@@ -318,11 +336,14 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     progress: bool = False,
     lpips_weights: Optional[Sequence[str]] = None,
+    i3d_path: Optional[str] = None,
+    fvd_frames: int = 16,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate a run directory's model on its config's held-out data; writes into
     ``out_dir`` (default ``RUN_DIR/eval``). Arguments left None come from the config's
     ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
-    ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS."""
+    ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS;
+    ``i3d_path``: a local ``i3d_torchscript.pt`` to also report FVD over ``fvd_frames`` frames."""
     from .config import apply_overrides
     from .data import make_dataset
     from .train import load_model
@@ -345,7 +366,12 @@ def evaluate_run(
         from .lpips import LPIPS
 
         lpips = LPIPS(*lpips_weights)
+    i3d = None
+    if i3d_path:
+        from .fvd import I3DFeatures
+
+        i3d = I3DFeatures(i3d_path, device=model.device)
     result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
-                      seed=seed, progress=progress, name=run_dir.name, lpips=lpips)
+                      seed=seed, progress=progress, name=run_dir.name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames)
     result.step = step
     return result, write_results(result, out_dir or run_dir / "eval")

@@ -183,3 +183,43 @@ def test_eval_reports_lpips_when_weights_are_given(trained_run, tmp_path):
     assert header.endswith("lpips_mean,lpips_best") and result.lpips.shape == (2, 2, 3)
     curves = result.curves()
     assert curves["lpips_best"].mean() <= curves["lpips_mean"].mean() + 1e-9  # best of 2 = the lower average
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
+    from cwworld.fvd import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (20000, 3))
+    b = rng.normal(1.0, 2.0, (20000, 3))
+    expected = 3 * 1.0**2 + 3 * (1 + 4 - 2 * 2)  # |mu|^2 + tr(C1 + C2 - 2 sqrt(C1 C2))
+    assert abs(frechet_distance(a, b) - expected) < 0.15
+    assert abs(frechet_distance(a, a)) < 1e-6
+    with pytest.raises(ValueError, match="expected"):
+        frechet_distance(a, b[:, :2])
+
+
+class _FakeI3D(torch.nn.Module):
+    """Same call signature as i3d_torchscript.pt; features that expose the preprocessing."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        B = x.shape[0]
+        shape = torch.tensor([x.shape[1], x.shape[3], x.shape[4]], dtype=torch.float32).expand(B, 3)
+        return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), x.amin(dim=(1, 2, 3, 4))[:, None],
+                          x.amax(dim=(1, 2, 3, 4))[:, None], shape], dim=1)
+
+
+def test_fvd_with_a_local_torchscript_i3d(trained_run, tmp_path):
+    from cwworld.fvd import I3DFeatures
+
+    torch.jit.script(_FakeI3D()).save(str(tmp_path / "i3d.pt"))
+    i3d = I3DFeatures(tmp_path / "i3d.pt")
+    feats = i3d(torch.rand(3, 5, 64, 64, 1))
+    assert feats.shape == (3, 11) and (feats[:, 8:] == [3, 224, 224]).all()  # RGB, resized to 224
+    assert feats[:, 6].min() >= -1 and feats[:, 7].max() <= 1 and feats[:, 6].min() < -0.5  # in [-1, 1]
+    result, paths = evaluate_run(trained_run, tmp_path / "out", horizon=4, num_videos=3, i3d_path=str(tmp_path / "i3d.pt"),
+                                 fvd_frames=3)
+    assert result.fvd is not None and result.fvd >= 0 and result.fvd_frames == 3
+    assert json.loads(paths["json"].read_text())["fvd"] == result.fvd
+    with pytest.raises(FileNotFoundError, match="local i3d_torchscript.pt"):
+        I3DFeatures(tmp_path / "missing.pt")

@@ -1,6 +1,5 @@
 """Online filtering (observe_step), imagination with a policy, per-level rollout lengths."""
 
-import numpy as np
 import pytest
 import torch
 
