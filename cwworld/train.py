@@ -161,8 +161,9 @@ class Trainer:
         self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=self.config.train.seed)
         self._collect = lambda steps: collect(self.env, self.policy, steps, self.buffer, progress=False,  # noqa: E731
                                               seed=self.config.train.seed + len(self.buffer))
+        self.collect_stats = None  # the latest collection round's statistics, logged with the metrics
         if len(self.buffer) < data.prefill:
-            stats = self._collect(data.prefill - len(self.buffer))
+            stats = self.collect_stats = self._collect(data.prefill - len(self.buffer))
             self.buffer.save()
             self.console.print(f"prefilled {self.run_dir / 'replay'}: {len(self.buffer)} steps, "
                                f"{stats['episodes']} episodes, mean return {stats['mean_return']:.2f}")
@@ -173,8 +174,7 @@ class Trainer:
         align = self.config.model.factor ** (self.config.model.levels - 1) if data.align else 1
         while True:
             if self.step and self.step % data.collect_every == 0:
-                stats = self._collect(data.collect_steps)
-                self.collect_stats = stats
+                self.collect_stats = self._collect(data.collect_steps)
             batch = self.buffer.sample(cfg.batch_size, cfg.seq_len, align)
             yield {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
 
@@ -240,6 +240,10 @@ class Trainer:
                 for batch in batches:
                     metrics = self.train_step(batch)
                     self.step += 1
+                    if self.online:
+                        metrics["replay_steps"] = float(len(self.buffer))
+                        if self.collect_stats and self.collect_stats["episodes"]:
+                            metrics["collect_mean_return"] = self.collect_stats["mean_return"]
                     now = time.perf_counter()
                     metrics["frames_per_s"] = frames_per_step / (now - t0)
                     t0 = now

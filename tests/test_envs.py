@@ -169,6 +169,11 @@ def test_online_training_collects_and_trains(tmp_path, capsys):
     assert len(buffer) == 40 + 10  # prefill, then one round at step 2 (step 4 is the last)
     assert set(buffer.keys) >= {"image", "action", "reward", "is_first", "is_last", "is_terminal"}
     assert (run / "samples" / "step_000004.gif").exists()
+    import json
+
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["replay_steps"] for m in logged] == [40, 40, 50, 50]  # the round at step 2 feeds step 3
+    assert all(-1 <= m["collect_mean_return"] <= 1 for m in logged if "collect_mean_return" in m)
     assert main(args[:-2] + ["train.steps=6", "train.save_every=2"]) == 0  # resumes, keeps collecting
     assert len(ReplayBuffer.load(run / "replay")) == 40 + 10 + 10
     assert main(["eval", str(run), "--videos", "2", "--no-progress"]) == 0
