@@ -202,6 +202,14 @@ class MineRLDemos:
     def __len__(self) -> int:
         return len(self.streams)
 
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.streams]
+
+    def only(self, names) -> None:
+        """Keep only the streams named in ``names``."""
+        self.streams = [p for p in self.streams if p.name in set(names)]
+
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         for stream in self.streams:
             if any(bad in stream.name for bad in CORRUPTED_STREAMS):
@@ -279,6 +287,14 @@ class MineRLRelease:
     def __len__(self) -> int:
         return len(self.videos)
 
+    @property
+    def names(self) -> list[str]:
+        return [p.stem for p in self.videos]
+
+    def only(self, names) -> None:
+        """Keep only the videos named (by stem) in ``names``."""
+        self.videos = [p for p in self.videos if p.stem in set(names)]
+
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         for path in self.videos:
             frames = read_video(path, self.image_size, 3)
@@ -329,9 +345,10 @@ def convert_minerl(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], i
     ``src``: a v0 dataset root or env folder, a release split folder (mp4s), or a release
     root with ``train/`` and ``test/`` (written to ``dst/train`` and ``dst/test``). Streams
     listed in ``dst/converted.json`` are skipped, so an interrupted conversion resumes; a
-    stream cut short by an interruption is removed and converted again.
+    stream cut short by an interruption is removed and converted again. Episodes are written
+    straight to chunk files: neither ``dst`` nor the converted data is held in memory.
     """
-    from .replay import ReplayBuffer, _safe
+    from .replay import _safe, parse_chunk_name, write_episode
 
     src, dst = Path(src), Path(dst)
     if not src.exists():
@@ -351,18 +368,17 @@ def convert_minerl(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], i
     manifest_path = dst / "converted.json"
     done = set(json.loads(manifest_path.read_text())) if manifest_path.exists() else set()
     summary = ConvertSummary()
-    buffer = ReplayBuffer(dst, capacity=2**62, chunk_size=chunk_size)
-    names = [p.stem if isinstance(source, MineRLRelease) else p.name
-             for p in (source.videos if isinstance(source, MineRLRelease) else source.streams)]
-    todo = [n for n in names if n not in done]
-    summary.already = len(names) - len(todo)
-    todo_set = set(todo)
+    todo = [n for n in source.names if n not in done]
+    summary.already = len(source) - len(todo)
+    source.only(todo)
+    # chunk files of streams not in the manifest: an interrupted earlier attempt (names only, nothing loaded)
+    partial: dict[str, list[Path]] = {}
+    for path in dst.glob("*.npz"):
+        parsed = parse_chunk_name(path)
+        if parsed is not None:
+            partial.setdefault(parsed[1], []).append(path)
 
     def episodes():
-        if isinstance(source, MineRLRelease):
-            source.videos = [p for p in source.videos if p.stem in todo_set]
-        else:
-            source.streams = [p for p in source.streams if p.name in todo_set]
         # read the next stream (decoding) in a thread while this one is compressed and written
         with ThreadPoolExecutor(1) as pool:
             items = iter(source)
@@ -381,10 +397,10 @@ def convert_minerl(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], i
         iterator = track(iterator, total=len(todo), description=f"converting {src}")
     for name, episode in iterator:
         own = re.compile(re.escape(_safe(name)) + r"_[0-9a-f]{8}")
-        for stream in [s for s in buffer.streams if own.fullmatch(s)]:  # an interrupted earlier attempt
-            for chunk in buffer.streams.pop(stream).chunks:
-                chunk.path.unlink(missing_ok=True)
-        buffer.add_episode(episode, name=name)
+        for stream in [s for s in partial if own.fullmatch(s)]:
+            for path in partial.pop(stream):
+                path.unlink(missing_ok=True)
+        write_episode(dst, episode, name=name, chunk_size=chunk_size)
         done.add(name)
         atomic_write_text(manifest_path, json.dumps(sorted(done)))
         summary.streams += 1

@@ -46,13 +46,13 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..utils import atomic_output
 
-__all__ = ["ReplayBuffer", "ReplaySequences", "validate_episode"]
+__all__ = ["ReplayBuffer", "ReplaySequences", "parse_chunk_name", "validate_episode", "write_episode"]
 
 BOOL_KEYS = ("is_first", "is_last", "is_terminal")
 REQUIRED_KEYS = ("image", "is_first")
 
 
-def _storage_dtype(key: str, value: np.ndarray) -> np.dtype:
+def _storage_dtype(key: str) -> np.dtype:
     if key == "image":
         return np.dtype(np.uint8)
     if key in BOOL_KEYS:
@@ -78,7 +78,7 @@ def validate_episode(episode: dict, source: str = "episode") -> dict:
             raise ValueError(f"{source}: 'image' must be uint8 [N, H, W, C], found {value.dtype} {list(value.shape)}")
         if value.dtype.kind in "OUS":
             raise ValueError(f"{source}: field {key!r} holds {value.dtype} values; only numbers are stored")
-        out[key] = value.astype(_storage_dtype(key, value), copy=False)
+        out[key] = value.astype(_storage_dtype(key), copy=False)
     if length == 0:
         raise ValueError(f"{source}: the episode has no steps")
     n = length
@@ -179,6 +179,8 @@ class ReplayBuffer:
         self._workers: dict[int, str] = {}
         self._schema: Optional[dict[str, tuple]] = None  # key -> (dtype, shape per step)
         self._unloaded: list[Path] = []  # older files left out by capacity at load
+        self._version = 0  # bumped whenever steps are added or evicted
+        self._starts_cache: dict = {}  # (seq_len, align) -> valid_starts, for the current version
         self.skipped_files: list[tuple[Path, str]] = []
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -219,7 +221,7 @@ class ReplayBuffer:
 
     def add_step(self, step: dict, worker: int = 0) -> None:
         """Append one step record to ``worker``'s stream (written as a chunk every ``chunk_size``)."""
-        fields = {k: np.asarray(v).astype(_storage_dtype(k, np.asarray(v)), copy=False) for k, v in step.items()}
+        fields = {k: np.asarray(v).astype(_storage_dtype(k), copy=False) for k, v in step.items()}
         fields.setdefault("is_last", np.array(False))
         fields.setdefault("is_terminal", np.array(False))
         if "reward" in fields and fields.get("is_first", False):
@@ -231,6 +233,7 @@ class ReplayBuffer:
             self.streams[name] = _Stream(name)
         stream = self.streams[name]
         stream.add(fields)
+        self._changed()
         if stream.open_count >= self.chunk_size:
             self._close_chunk(stream)
 
@@ -254,11 +257,14 @@ class ReplayBuffer:
     def _store_chunk(self, stream: _Stream, data: dict) -> None:
         chunk = _Chunk(stream.name, data, time.time_ns())
         if self.directory is not None:
-            chunk.path = self.directory / f"{chunk.created:020d}-{stream.name}-{len(chunk)}.npz"
-            with atomic_output(chunk.path, suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
-                np.savez_compressed(f, **data)
+            chunk.path = _write_chunk(self.directory, stream.name, data, chunk.created)
         stream.chunks.append(chunk)
+        self._changed()
         self._evict()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._starts_cache.clear()
 
     def save(self) -> None:
         """Write every stream's unsaved steps as (shorter) chunks; a no-op in memory mode."""
@@ -277,6 +283,7 @@ class ReplayBuffer:
                 break
             stream = self.streams[chunk.stream]
             stream.chunks.remove(chunk)  # always the stream's oldest: streams stay contiguous
+            self._changed()
             excess -= len(chunk)
             if chunk.path is not None:
                 chunk.path.unlink(missing_ok=True)
@@ -293,11 +300,11 @@ class ReplayBuffer:
             stale.unlink(missing_ok=True)  # a chunk cut short by a killed writer
         entries = []
         for path in self.directory.glob("*.npz"):
-            parts = path.stem.split("-")
-            if len(parts) < 3 or not parts[0].isdigit() or not parts[-1].isdigit():
+            parsed = parse_chunk_name(path)
+            if parsed is None:
                 self._skip(path, "not a chunk name (<time_ns>-<stream>-<length>.npz)")
                 continue
-            entries.append((int(parts[0]), "-".join(parts[1:-1]), int(parts[-1]), path))
+            entries.append((*parsed, path))
         entries.sort(reverse=True)  # newest first, until the capacity is full
         total, keep = 0, []
         for created, stream, length, path in entries:
@@ -338,7 +345,11 @@ class ReplayBuffer:
     # -- sampling ------------------------------------------------------------------------
 
     def valid_starts(self, seq_len: int, align: int = 1) -> list[tuple[str, np.ndarray]]:
-        """Per stream, the step indices where a sequence of ``seq_len`` can start."""
+        """Per stream, the step indices where a sequence of ``seq_len`` can start
+        (cached until steps are added or evicted)."""
+        cached = self._starts_cache.get((seq_len, align))
+        if cached is not None:
+            return cached
         out = []
         for stream in self.streams.values():
             n = len(stream)
@@ -349,6 +360,7 @@ class ReplayBuffer:
                 starts = starts[_index_in_episode(stream.field("is_first"))[starts] % align == 0]
             if len(starts):
                 out.append((stream.name, starts))
+        self._starts_cache[(seq_len, align)] = out
         return out
 
     def sample(self, batch_size: int, seq_len: int, align: int = 1) -> dict:
@@ -450,6 +462,36 @@ class ReplaySequences(Dataset):
         if "reward" in item:
             item["reward"][item["is_first"]] = 0.0
         return item
+
+
+def parse_chunk_name(path: Path) -> Optional[tuple[int, str, int]]:
+    """``<time_ns>-<stream>-<length>.npz`` -> ``(time_ns, stream, length)``, None for other names."""
+    parts = Path(path).stem.split("-")
+    if len(parts) < 3 or not parts[0].isdigit() or not parts[-1].isdigit():
+        return None
+    return int(parts[0]), "-".join(parts[1:-1]), int(parts[-1])
+
+
+def _write_chunk(directory: Path, stream: str, data: dict, created: int) -> Path:
+    """One compressed chunk file, written to a temporary name and renamed when complete."""
+    path = directory / f"{created:020d}-{stream}-{len(data['is_first'])}.npz"
+    with atomic_output(path, suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **data)
+    return path
+
+
+def write_episode(directory: Union[str, os.PathLike], episode: dict, name: str = "ep",
+                  chunk_size: int = 1024) -> str:
+    """Write an episode as chunk files of a new stream in ``directory`` without loading or holding
+    a buffer (for converters of large datasets); :meth:`ReplayBuffer.load` reads them.
+    Returns the stream name (``name`` plus a random suffix)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = validate_episode(episode, f"write_episode({name})")
+    stream = f"{_safe(name)}_{uuid.uuid4().hex[:8]}"
+    for start in range(0, len(data["image"]), chunk_size):
+        _write_chunk(directory, stream, {k: v[start : start + chunk_size] for k, v in data.items()}, time.time_ns())
+    return stream
 
 
 def _index_in_episode(is_first: np.ndarray) -> np.ndarray:
