@@ -81,6 +81,7 @@ class ModelConfig:
     vector_embed: int = 64  # width of the vector observations' encoder MLP
     vector_scale: float = 1.0  # loss weight of the vector reconstruction (Gaussian NLL, unit std)
     use_obs: Optional[list[bool]] = None  # per level: use the context frames in predict (None = all)
+    init: Literal["tf", "torch"] = "tf"  # "tf": the official code's Keras initialisers; "torch": PyTorch's defaults
     channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
 
     @classmethod
@@ -151,6 +152,8 @@ class ModelConfig:
         _check_range("model.dec_stddev", self.dec_stddev, 0.0, None, low_open=True)
         _check_range("model.min_stddev", self.min_stddev, 0.0, None)
         _check_min("model.free_nats", self.free_nats, 0.0)
+        if self.init not in ("tf", "torch"):
+            raise ConfigError(f"model.init: expected 'tf' or 'torch', found {self.init!r}")
         if self.kl_balance is not None:
             _check_range("model.kl_balance", self.kl_balance, 0.0, 1.0)
         _check_min("model.action_dim", self.action_dim, 0)

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from .config import ModelConfig
 from .nn.conv import MLP, ConvDecoder, ConvEncoder
 from .nn.rssm import RSSMCell
+from .nn.init import tf_init_
 
 __all__ = ["CWVAE", "CWState", "LevelStates", "Rollout", "Trajectory", "tick_offsets", "level_lengths"]
 
@@ -303,6 +304,8 @@ class CWVAE(nn.Module):
         self.level_reward_heads = nn.ModuleList(
             head(self.stoch[level] + self.deter[level]) for level in range(1, L)
         ) if config.level_reward_heads else None
+        if config.init == "tf":
+            tf_init_(self)
 
     def _level_action_dim(self, level: int) -> int:
         cfg = self.config

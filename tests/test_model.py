@@ -105,7 +105,10 @@ def test_kl_balance_keeps_the_value_and_splits_the_gradient():
 
 def test_gradients_reach_every_levels_parameters():
     model = tiny_model()
-    loss, _ = model.loss({"image": squares_video(2, 8)})
+    # 12 steps: the top level (period 4) ticks 3 times. With zero biases (Keras init) and the
+    # zero initial state its first GRU output is exactly 0, so its recurrent weights get a
+    # gradient from the third tick on.
+    loss, _ = model.loss({"image": squares_video(2, 12)})
     loss.backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert missing == []
@@ -201,7 +204,7 @@ def test_a_training_step_runs_under_torch_compile():
     except Exception as err:  # pragma: no cover - depends on the platform
         pytest.skip(f"torch.compile unavailable: {err}")
     model = tiny_model(levels=2, factor=2)
-    video = squares_video(2, 4)
+    video = squares_video(2, 6)  # the top level ticks 3 times (see test_gradients_reach_every_levels_parameters)
     compiled = torch.compile(model.loss_terms)
     torch.manual_seed(0)
     try:
@@ -216,3 +219,28 @@ def test_a_training_step_runs_under_torch_compile():
     assert torch.allclose(loss_c.detach(), loss_e.detach(), rtol=1e-4)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert model.cells[1].gru.weight_hh.grad.abs().sum() > 0
+
+
+def test_tf_init_matches_the_official_keras_initialisers():
+    model = tiny_model(levels=2, factor=2, action_dim=3)  # default init: "tf"
+    cell = model.cells[0]
+    for layer in (model.decoder.dense, model.encoder.convs[0], cell.post_hidden, cell.prior_out):
+        assert torch.all(layer.bias == 0)
+    # Glorot-uniform: bound sqrt(6 / (fan_in + fan_out)); near the bound for thousands of draws
+    w = model.decoder.dense.weight
+    bound = math.sqrt(6 / (w.shape[0] + w.shape[1]))
+    assert 0.98 * bound < w.abs().max() <= bound
+    assert abs(w.var().item() - bound**2 / 3) < 0.05 * bound**2 / 3
+    # a split layer = slices of one kernel on the concatenated input: one bound from the total fan-in
+    parts = [cell.prior_in_z.weight, cell.prior_in_cond.weight]
+    fan_in = sum(p.shape[1] for p in parts)
+    bound = math.sqrt(6 / (fan_in + cell.hidden))
+    assert all(p.abs().max() <= bound for p in parts)
+    assert max(p.abs().max() for p in parts) > 0.95 * bound
+    # GRU: orthogonal recurrent kernel, zero biases
+    hh = cell.gru.weight_hh
+    assert torch.allclose(hh.t() @ hh, torch.eye(hh.shape[1]), atol=1e-5)
+    assert torch.all(cell.gru.bias_ih == 0) and torch.all(cell.gru.bias_hh == 0)
+
+    torch_init = tiny_model(levels=2, factor=2, action_dim=3, init="torch")
+    assert torch_init.decoder.dense.bias.abs().max() > 0  # PyTorch's default biases are not zero

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .init import glorot_split_
+
 
 class RSSMCell(nn.Module):
     def __init__(
@@ -53,6 +55,11 @@ class RSSMCell(nn.Module):
         self.post_in_embed = nn.Linear(embed_dim, hidden, bias=False)
         self.post_hidden = nn.Linear(hidden, hidden)
         self.post_out = nn.Linear(hidden, 2 * stoch)
+
+    def tf_init_split(self) -> None:
+        """Keras init for the split first layers: slices of one Glorot kernel (see ``nn.init``)."""
+        glorot_split_([self.prior_in_z, self.prior_in_cond])
+        glorot_split_([self.post_in_h, self.post_in_embed])
 
     # -- parts applied to a whole sequence at once ---------------------------------
 
