@@ -56,6 +56,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
     ("model.dec_stddev=0", r"model.dec_stddev must be > 0.0, got 0.0"),
     ("model.levels=two", r"model.levels expects int, got 'two'"),
     ("model.action_levels=some", r"model.action_levels expects one of 'all', 'bottom', got 'some'"),
+    ("model.init=keras", r"model.init expects one of 'tf', 'torch', got 'keras'"),
     ("model.stoch=[1, 2]", r"model.stoch: expected one value per level \(3\), got 2"),
     ("train.device=tpu", r"train.device: expected 'auto', 'cpu', 'cuda'"),
     ("model.image_size=32", r"model.image_size must be >= 64, got 32"),
