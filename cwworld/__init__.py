@@ -4,7 +4,9 @@ Saxena, Ba, Hafner (2021), "Clockwork Variational Autoencoders", arXiv:2102.0953
 """
 
 from .config import Config, ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig, load_config, save_config
-from .model import CWVAE, CWState, LevelStates, Rollout, Trajectory, level_lengths, tick_offsets
+from .clock import level_lengths, tick_offsets
+from .model import CWVAE
+from .states import CWState, LevelStates, Rollout, Trajectory
 
 
 def load_model(run_dir, checkpoint=None, device="cpu"):

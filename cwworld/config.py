@@ -65,6 +65,7 @@ class ModelConfig:
     beta: Union[float, list[float]] = 1.0  # KL weight, scalar or per level
     free_nats: float = 0.0  # per level, KL (nats per sequence) below this is not penalised
     kl_balance: Optional[float] = None  # fraction of the KL gradient sent to the posterior; None = plain KL
+    windows: Literal["paper", "causal"] = "paper"  # frames an upper tick o sums: paper [o, o+k**l), causal (o-k**l, o]
     action_dim: int = 0  # 0 = video only
     action_levels: Literal["all", "bottom"] = "all"  # which levels see actions
     action_embed: int = 32  # width of the per-level action-summary embedding (levels > 0)
@@ -80,7 +81,7 @@ class ModelConfig:
     vectors: Optional[dict[str, int]] = None  # vector observations next to the image: {name: size}
     vector_embed: int = 64  # width of the vector observations' encoder MLP
     vector_scale: float = 1.0  # loss weight of the vector reconstruction (Gaussian NLL, unit std)
-    use_obs: Optional[list[bool]] = None  # per level: use the context frames in predict (None = all)
+    use_obs: Optional[list[bool]] = None  # per level: use the context frames in open-loop predict (None = all); training always does
     init: Literal["tf", "torch"] = "tf"  # "tf": the official code's Keras initialisers; "torch": PyTorch's defaults
     channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
 
@@ -107,7 +108,7 @@ class ModelConfig:
         if (H, W) != (64, 64):
             raise ConfigError(f"from_spaces: images must be 64x64 (wrap the env in cwworld.envs.ImageObservation), "
                               f"found {H}x{W}")
-        derived: dict = {"channels": int(C)}
+        derived: dict = {"channels": int(C), "windows": "causal"}
         if isinstance(action_space, gym.spaces.Discrete):
             derived["action_dim"] = int(action_space.n)
         elif isinstance(action_space, gym.spaces.Box):
@@ -152,6 +153,8 @@ class ModelConfig:
         _check_range("model.dec_stddev", self.dec_stddev, 0.0, None, low_open=True)
         _check_range("model.min_stddev", self.min_stddev, 0.0, None)
         _check_min("model.free_nats", self.free_nats, 0.0)
+        if self.windows not in ("paper", "causal"):
+            raise ConfigError(f"model.windows: expected 'paper' or 'causal', found {self.windows!r}")
         if self.init not in ("tf", "torch"):
             raise ConfigError(f"model.init: expected 'tf' or 'torch', found {self.init!r}")
         if self.kl_balance is not None:

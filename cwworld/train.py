@@ -34,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from .config import Config, load_config, save_config
 from .data import make_dataset, make_loader
+from .inputs import check_batch
 from .model import CWVAE
 from .utils import atomic_output, atomic_write_text, keep_freed_memory, pick_device
 from .viz import save_gif, video_grid
@@ -65,29 +66,7 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
     return model.to(device).eval(), config, int(state["step"])
 
 
-def model_inputs(model: CWVAE, batch: dict) -> dict:
-    """The fields of a data batch the model reads, checked (eagerly, so a compiled loss sees no
-    data-dependent branches) and in the model's dtypes. Actions are dropped for a video-only
-    model (``action_dim: 0``), which can train on action-labelled data."""
-    image = model._check_image(batch["image"])
-    B, T = image.shape[:2]
-    out = {"image": image}
-    if model.config.action_dim > 0:
-        if "action" not in batch:
-            raise ValueError(f"model.action_dim is {model.config.action_dim} but the data has no 'action' field "
-                             f"(fields: {sorted(batch)}); use data with actions or model.action_dim=0")
-        out["action"] = model._check_action(torch.as_tensor(batch["action"]).float(), B, T)
-    if "is_first" in batch:
-        out["is_first"] = model._check_is_first(torch.as_tensor(batch["is_first"]).bool(), B, T)
-    for key in ("reward", "is_terminal", *model.vector_keys):  # for the heads and vector observations
-        if key in batch:
-            out[key] = torch.as_tensor(batch[key]).to(model.device)
-    missing = [key for key in model.vector_keys if key not in batch]
-    if missing:
-        raise ValueError(f"model.vectors needs the fields {missing}, which the data lacks (fields: {sorted(batch)})")
-    if (model.reward_head is not None or model.level_reward_heads is not None) and "reward" not in out:
-        raise ValueError(f"the model has reward heads but the data has no 'reward' field (fields: {sorted(batch)})")
-    return out
+model_inputs = check_batch  # the trainer's name for it
 
 
 class Trainer:

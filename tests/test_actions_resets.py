@@ -24,23 +24,15 @@ def test_is_first_resets_every_level():
 
 def test_bottom_level_reads_the_previous_action():
     model = tiny_model(action_dim=2, action_levels="bottom")
-    action = torch.arange(12, dtype=torch.float32).view(1, 6, 2)
-    action_prev, _ = model._prev_actions_and_resets(action, None, 1, 6)
-    assert torch.equal(action_prev[0, 0], torch.zeros(2))
-    assert torch.equal(action_prev[0, 1:], action[0, :-1])
     assert model.action_dims == [2, 0, 0]
-
-
-def test_upper_levels_read_the_actions_since_their_previous_tick():
-    model = tiny_model(action_dim=1, action_levels="all")  # periods 1, 2, 4
-    action_prev = torch.arange(1, 9, dtype=torch.float32).view(1, 8, 1)  # 1..8
-    captured = {}
-    mlp = model.action_mlps[0]
-    hook = mlp.register_forward_hook(lambda m, inp, out: captured.setdefault("x", inp[0].clone()))
-    model._action_summary(action_prev, range(0, 8, 2), level=1)
+    action = torch.arange(12, dtype=torch.float32).view(1, 6, 2)
+    captured = []
+    cell = model.cells[0]
+    hook = cell.prior_in_cond.register_forward_hook(lambda m, inp, out: captured.append(inp[0].clone()))
+    model.observe(squares_video(1, 6), action)
     hook.remove()
-    # tick at o sums action_prev over (o - 2, o]: o=0 -> 1, o=2 -> 2+3, o=4 -> 4+5, o=6 -> 6+7
-    assert captured["x"][0, :, 0].tolist() == [1.0, 5.0, 9.0, 13.0]
+    actions_read = captured[0][0, :, -2:]  # [context, action] -> the action part
+    assert torch.equal(actions_read[0], torch.zeros(2)) and torch.equal(actions_read[1:], action[0, :-1])
 
 
 def test_actions_change_the_prediction():

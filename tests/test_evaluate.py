@@ -101,7 +101,9 @@ def test_end_to_end_train_then_eval(trained_run):
     assert [int(r["frame"]) for r in rows] == [4, 5, 6, 7, 8]  # context 4
     for row in rows:
         assert math.isfinite(float(row["psnr_mean"])) and 0 < float(row["psnr_mean"]) < 100
-        assert -1 <= float(row["ssim_mean"]) <= float(row["ssim_best"]) + 1e-9 <= 1
+        assert -1 <= float(row["ssim_mean"]) <= 1 and -1 <= float(row["ssim_best"]) <= 1
+    # best of N is chosen per video by the horizon average, so it wins on average, not at every step
+    assert sum(float(r["ssim_best"]) for r in rows) >= sum(float(r["ssim_mean"]) for r in rows) - 1e-9
     record = json.loads(paths["json"].read_text())
     assert record["samples"] == 2 and record["videos"] == 3 and record["step"] == 4
     assert len(record["per_step"]["psnr_best"]) == 5 and len(record["kl_per_frame"]) == 2

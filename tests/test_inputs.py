@@ -56,6 +56,8 @@ def test_action_dimension_must_match_the_config():
     with pytest.raises(ValueError, match=r"action: expected shape \[2, 4, 3\].*found \(2, 4, 5\)"):
         model.observe(video, action=torch.zeros(2, 4, 5))
     with pytest.raises(ValueError, match=r"action_dim=3.*found None"):
+        model.observe(video)
+    with pytest.raises(ValueError, match=r"action_dim is 3 but the data has no 'action' field"):
         model.loss({"image": video})
     with pytest.raises(ValueError, match="action_dim=0"):
         tiny_model().observe(video, action=np.zeros((2, 4, 3), np.float32))

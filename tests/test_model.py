@@ -52,10 +52,10 @@ def test_kl_is_nonnegative_and_zero_for_equal_gaussians():
 
 
 def test_model_kl_is_zero_when_posterior_equals_prior():
-    model = tiny_model(use_obs=[False, False, False])  # every level follows its prior
-    _, metrics = model.loss({"image": squares_video(2, 6)})
-    assert [metrics[f"kl/{l}"] for l in range(3)] == [0.0, 0.0, 0.0]
     model = tiny_model()
+    traj = model.observe(squares_video(2, 6), use_obs=[False, False, False])  # every level follows its prior
+    for post, prior in zip(traj.posterior, traj.prior):
+        assert _gaussian_kl(post.mean, post.std, prior.mean, prior.std).abs().max() == 0.0
     _, metrics = model.loss({"image": squares_video(2, 6)})
     assert all(metrics[f"kl/{l}"] > 0 for l in range(3))
 
@@ -244,3 +244,18 @@ def test_tf_init_matches_the_official_keras_initialisers():
 
     torch_init = tiny_model(levels=2, factor=2, action_dim=3, init="torch")
     assert torch_init.decoder.dense.bias.abs().max() > 0  # PyTorch's default biases are not zero
+
+
+def test_use_obs_applies_to_open_loop_prediction_only():
+    """As in the official code: model.use_obs changes predict, never the training loss."""
+    video = squares_video(2, 6)
+    torch.manual_seed(5)
+    _, plain = tiny_model().loss({"image": video})
+    torch.manual_seed(5)
+    _, blind = tiny_model(use_obs=[True, True, False]).loss({"image": video})
+    assert plain == blind and blind["kl/2"] > 0
+    torch.manual_seed(0)
+    a = tiny_model(use_obs=[True, True, False]).predict(video[:, :4], 3, sample=False)
+    torch.manual_seed(0)
+    b = tiny_model().predict(video[:, :4], 3, sample=False)
+    assert not torch.allclose(a, b)

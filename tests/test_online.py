@@ -15,26 +15,6 @@ def _assert_same_state(a: CWState, b: CWState, atol=1e-5):
         assert torch.allclose(a.z[level], b.z[level], atol=atol), f"z[{level}] at step {a.step}"
 
 
-@pytest.mark.parametrize("factor", [2, 3])
-def test_observe_step_frame_by_frame_equals_observe_on_the_prefix(factor):
-    torch.manual_seed(0)
-    model = tiny_model(factor=factor, action_dim=2, action_levels="all")  # 3 levels
-    T = 2 * factor**2 + 3  # past two top-level windows, ending mid-window of every level
-    video = squares_video(2, T, seed=4)
-    action = torch.randn(2, T, 2)
-    is_first = torch.zeros(2, T, dtype=torch.bool)
-    is_first[:, 0] = True
-    is_first[1, factor + 1] = True  # a new episode for one sequence, inside windows of levels 1 and 2
-    state = model.initial(2)
-    with torch.no_grad():
-        for t in range(T):
-            prev = torch.zeros(2, 2) if t == 0 else action[:, t - 1]
-            state = model.observe_step(state, video[:, t], prev, is_first[:, t], sample=False)
-            prefix = model.observe(video[:, : t + 1], action[:, : t + 1], is_first[:, : t + 1], sample=False)
-            _assert_same_state(state, prefix.last)
-    assert state.step == T and state.memory is not None
-
-
 def test_observe_step_noise_is_drawn_once_per_tick():
     torch.manual_seed(0)
     model = tiny_model()  # k = 2, 3 levels: the top window spans 4 frames
@@ -79,6 +59,13 @@ def test_state_helpers_keep_the_memory():
         b = model.observe_step(joined, video[:, 2], sample=False)
     _assert_same_state(a, b, atol=0)
     assert state.detach().memory is not None
+    causal = tiny_model(action_dim=2, windows="causal")
+    state = causal.initial(4)
+    with torch.no_grad():
+        state = causal.observe_step(state, video[:, 0], torch.zeros(4, 2))
+    joined = CWState.cat([state[:1], state[1:]])
+    assert joined.memory is None and torch.equal(joined.action_sum[1], state.action_sum[1])
+    assert torch.equal(joined.embed_sum[2], state.embed_sum[2]) and state.embed_sum[0] is None
 
 
 def test_imagine_with_a_policy_equals_imagine_with_its_actions():

@@ -41,26 +41,32 @@ def test_heads_add_their_losses_and_rollout_predictions():
     extra = metrics["reward_loss"] + metrics["continue_loss"] + metrics["reward_loss/1"] + metrics["reward_loss/2"]
     assert abs(metrics["loss"] - (plain + extra)) < 1e-3 * abs(metrics["loss"])
     loss.backward()
-    assert model.reward_head.linears[0].weight.grad.abs().sum() > 0
-    assert model.level_reward_heads[1].linears[0].weight.grad.abs().sum() > 0
+    assert model.heads.reward.linears[0].weight.grad.abs().sum() > 0
+    assert model.heads.level_rewards[1].linears[0].weight.grad.abs().sum() > 0
     state = model.observe(batch["image"], batch["action"]).last
     rollout = model.imagine(state, 6, actions=torch.zeros(2, 6, 2))
     assert rollout.reward.shape == (2, 6) and rollout.cont.shape == (2, 6)
     assert ((rollout.cont > 0) & (rollout.cont < 1)).all()
     assert rollout.level_rewards[0] is None and rollout.level_rewards[2].shape == (2, len(rollout.levels[2]))
-    with pytest.raises(ValueError, match="needs 'reward'"):
+    with pytest.raises(ValueError, match="no 'reward' field"):
         model.loss({"image": batch["image"], "action": batch["action"]})
 
 
 def test_level_reward_target_is_the_window_sum():
     model = tiny_model(level_reward_heads=True)  # k = 2: level 1 windows of 2, level 2 of 4
-    for head in model.level_reward_heads:  # heads that output 0: the loss is 0.5 * target^2
+    for head in model.heads.level_rewards:  # heads that output 0: the loss is 0.5 * target^2
         for p in head.parameters():
             torch.nn.init.zeros_(p)
-    reward = torch.arange(1.0, 7.0).view(1, 6)  # 1..6
+    reward = torch.arange(1.0, 7.0).view(1, 6)  # reward[t] = t + 1
     _, metrics = model.loss({"image": squares_video(1, 6), "reward": reward})
-    assert abs(metrics["reward_loss/1"] - 0.5 * (3**2 + 7**2 + 11**2) / 6) < 1e-4
-    assert abs(metrics["reward_loss/2"] - 0.5 * (10**2 + 11**2) / 6) < 1e-4  # the last window is cut short
+    # tick o predicts reward[o-p+1] ... reward[o]: level 1 ticks 0, 2, 4 -> 1, 2+3, 4+5; level 2 ticks 0, 4 -> 1, 2+3+4+5
+    assert abs(metrics["reward_loss/1"] - 0.5 * (1**2 + 5**2 + 9**2) / 6) < 1e-4
+    assert abs(metrics["reward_loss/2"] - 0.5 * (1**2 + 14**2) / 6) < 1e-4
+    # rewards at episode starts are not predicted, and a window stops at an episode start
+    is_first = torch.tensor([[True, False, False, True, False, False]])
+    _, metrics = model.loss({"image": squares_video(1, 6), "reward": reward, "is_first": is_first})
+    assert abs(metrics["reward_loss/1"] - 0.5 * (0**2 + 5**2 + 5**2) / 6) < 1e-4
+    assert abs(metrics["reward_loss/2"] - 0.5 * (0**2 + 5**2) / 6) < 1e-4
 
 
 def test_from_spaces_and_action_bounds():
@@ -89,10 +95,14 @@ def _centroid(frames: torch.Tensor) -> torch.Tensor:
 
 
 def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_reward():
-    """300 steps (about 25 s on 2 CPU cores) on squares pushed by the actions; reward = x / 64."""
+    """300 steps (about 25 s on 2 CPU cores) on squares pushed by the actions; reward = x / 64.
+
+    Measured over seeds 0, 1, 2 (causal windows): open-loop MSE with the true actions is
+    0.84-0.94 of the shuffled actions' (a thin margin: the square is small and predictions
+    blur), the centroid error 0.58-0.69 of it."""
     torch.manual_seed(0)
     model = tiny_model(levels=2, factor=2, action_dim=2, stoch=8, deter=64, hidden=64, cnn_depth=8,
-                       dec_stddev=0.3, reward_head=True)
+                       dec_stddev=0.3, reward_head=True, windows="causal")
     rng = np.random.default_rng(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
     for _ in range(300):
@@ -107,13 +117,13 @@ def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_rewa
     with torch.no_grad():
         with_true = model.predict(test["image"][:, :context], horizon, actions=test["action"], sample=False)[:, 0]
         with_shuffled = model.predict(test["image"][:, :context], horizon, actions=shuffled, sample=False)[:, 0]
-        reward_pred = model.reward_head(model.observe(test["image"], test["action"], sample=False).features)[..., 0]
+        reward_pred = model.heads.reward(model.observe(test["image"], test["action"], sample=False).features)[..., 0]
     mse_true = (with_true - truth).square().mean().item()
     mse_shuffled = (with_shuffled - truth).square().mean().item()
     where_true = (_centroid(with_true) - _centroid(truth)).norm(dim=-1).mean().item()
     where_shuffled = (_centroid(with_shuffled) - _centroid(truth)).norm(dim=-1).mean().item()
-    assert mse_true < 0.9 * mse_shuffled, (mse_true, mse_shuffled)
-    assert where_true < 0.8 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
+    assert mse_true < 0.95 * mse_shuffled, (mse_true, mse_shuffled)
+    assert where_true < 0.75 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
     reward_mse = (reward_pred - test["reward"]).square().mean().item()
     assert reward_mse < 0.1 * test["reward"].var().item(), (reward_mse, test["reward"].var().item())
 
@@ -126,8 +136,8 @@ def test_vector_observations_are_encoded_and_decoded():
     loss, metrics = model.loss({"image": video, **vectors})
     assert metrics["vector_loss"] > 0
     loss.backward()
-    assert model.vector_encoder.linears[0].weight.grad.abs().sum() > 0
-    assert model.vector_decoder.linears[-1].weight.grad.abs().sum() > 0
+    assert model.vectors.encoder.linears[0].weight.grad.abs().sum() > 0
+    assert model.vectors.decoder.linears[-1].weight.grad.abs().sum() > 0
     traj = model.observe(video, vectors=vectors, sample=False)
     other = model.observe(video, vectors={**vectors, "compass": -vectors["compass"]}, sample=False)
     assert not torch.allclose(traj.features, other.features)  # the vectors reach the states
@@ -147,3 +157,35 @@ def test_vector_observations_are_encoded_and_decoded():
         model.observe(video, vectors={**vectors, "compass": torch.zeros(2, 6, 2)})
     with pytest.raises(ValueError, match="pass them as a dict"):
         model.observe(video)
+
+
+def _action_reward_batch(rng, B, T):
+    """Random frames and actions in {-1, 1}^2; reward[t] = action[t-1][0], the action leading into t."""
+    action = rng.choice([-1.0, 1.0], size=(B, T, 2)).astype(np.float32)
+    reward = np.zeros((B, T), np.float32)
+    reward[:, 1:] = action[:, :-1, 0]
+    image = squares_video(B, T, seed=int(rng.integers(1 << 30)))
+    return {"image": image, "action": torch.from_numpy(action), "reward": torch.from_numpy(reward)}
+
+
+@pytest.mark.parametrize("windows", ["causal", "paper"])
+def test_window_reward_head_learns_the_rewards_of_its_windows_actions(windows):
+    """Level 1 (k = 4) predicts reward[o-3] + ... + reward[o], the rewards the actions leading into
+    (o - 4, o] bring: the actions its transition into o conditions on, so it can learn them exactly."""
+    torch.manual_seed(0)
+    model = tiny_model(levels=2, factor=4, action_dim=2, windows=windows, level_reward_heads=True,
+                       deter=32, hidden=32, head_hidden=32)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
+    for _ in range(150):
+        loss, _ = model.loss(_action_reward_batch(rng, 8, 12))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = _action_reward_batch(np.random.default_rng(1), 32, 12)
+    with torch.no_grad():
+        traj = model.observe(test["image"], test["action"], sample=False)
+        pred = model.heads.predict(traj.posterior)["level_rewards"][1][:, 1:]  # ticks 4, 8 (full windows)
+    target = torch.stack([test["reward"][:, o - 3 : o + 1].sum(1) for o in (4, 8)], 1)
+    error = (pred - target).square().mean().item()
+    assert error < 0.1 * target.var().item(), (error, target.var().item())

@@ -1,0 +1,176 @@
+"""World-model additions to the paper's CW-VAE: prediction heads and vector observations.
+
+None of these exist in the paper's model; each is off unless configured.
+
+* ``reward`` (``model.reward_head``): predicts ``reward[t]`` from the bottom state at ``t``
+  (Gaussian, unit std).
+* ``cont`` (``model.continue_head``): predicts ``1 - is_terminal[t]`` (Bernoulli logit).
+* ``level_rewards[l - 1]`` (``model.level_reward_heads``), levels ``l > 0``: predicts from
+  level ``l``'s state at tick ``o`` the reward summed over its window
+  ``reward[o-p+1] ... reward[o]`` (``p = k**l``): the same window whose actions its transition
+  into ``o`` conditions on (see :mod:`cwworld.clock`), so a jumpy plan's predicted return
+  depends on the plan.
+* :class:`VectorObservations` (``model.vectors``): named vectors next to the frame
+  (MineRL's compass, inventory), symlog-encoded into the embedding and reconstructed from
+  the bottom state.
+
+Rewards at episode starts (``is_first``) are not predicted: a sequence's first reward
+arrives with an action the model never saw, so it is masked out of the losses (the data
+keeps it).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .clock import segment_starts, tick_offsets, window_sums
+from .config import ModelConfig
+from .nn.conv import MLP
+
+__all__ = ["VectorObservations", "WorldModelHeads", "symlog", "symexp"]
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class VectorObservations(nn.Module):
+    """Encodes ``{name: [B, T, size]}`` next to the frame embedding; decodes them from the bottom state.
+
+    Values are symlog-squashed (``sign(x) log(1 + |x|)``, as DreamerV3), so raw units
+    (degrees, item counts) need no hand-set scale; :meth:`decode` undoes it.
+    """
+
+    def __init__(self, sizes: dict[str, int], embed: int, feature_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.keys, self.dims = list(sizes), list(sizes.values())
+        self.embed_dim = embed
+        self.encoder = MLP(sum(self.dims), embed, embed, 2)
+        self.decoder = MLP(feature_dim, hidden, sum(self.dims), layers + 1)
+
+    def target(self, vectors, B: int, T: int, device, name: str = "vectors") -> torch.Tensor:
+        """The vectors as one float tensor ``[B, T, sum of sizes]`` in symlog space, checked."""
+        if not isinstance(vectors, dict):
+            raise ValueError(f"{name}: this model reads vector observations {dict(zip(self.keys, self.dims))}; "
+                             f"pass them as a dict {{name: [B, T, size]}} (batch fields of the same names), "
+                             f"found {type(vectors).__name__}")
+        parts = []
+        for key, size in zip(self.keys, self.dims):
+            if key not in vectors:
+                raise ValueError(f"{name}: missing {key!r} (expected [{B}, {T}, {size}]; found keys {sorted(vectors)})")
+            value = torch.as_tensor(vectors[key], device=device).float()
+            if value.ndim == 2 and size == 1:
+                value = value[..., None]
+            if tuple(value.shape) != (B, T, size):
+                raise ValueError(f"{name}: {key!r}: expected shape [{B}, {T}, {size}], found {tuple(value.shape)}")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name}: {key!r}: expected finite values, found NaN or inf")
+            parts.append(value)
+        return symlog(torch.cat(parts, dim=-1))
+
+    def encode(self, vectors, B: int, T: int, device) -> torch.Tensor:
+        return self.encoder(self.target(vectors, B, T, device))  # (B, T, embed)
+
+    def decode(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Bottom features ``[B, T, F]`` -> ``{name: [B, T, size]}`` in the data's units."""
+        out = symexp(self.decoder(features))
+        return dict(zip(self.keys, out.split(self.dims, dim=-1)))
+
+    def loss(self, features: torch.Tensor, batch: dict, B: int, T: int) -> torch.Tensor:
+        """Gaussian NLL (unit std, constant dropped) in symlog space, summed over time, per sequence."""
+        target = self.target({k: batch[k] for k in self.keys if k in batch}, B, T, features.device)
+        return 0.5 * (self.decoder(features) - target).square().sum() / B
+
+
+class WorldModelHeads(nn.Module):
+    """Reward, continue and per-level window-reward heads (see the module docstring).
+
+    Args:
+        config: the model config (which heads, widths, loss scales).
+        feature_dims: per level, ``stoch_l + deter_l``.
+        periods: per level, ``k**l``.
+    """
+
+    def __init__(self, config: ModelConfig, feature_dims: list[int], periods: list[int]):
+        super().__init__()
+        self.config, self.periods = config, periods
+
+        def head(in_dim):
+            return MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
+
+        self.reward = head(feature_dims[0]) if config.reward_head else None
+        self.cont = head(feature_dims[0]) if config.continue_head else None
+        self.level_rewards = nn.ModuleList(head(d) for d in feature_dims[1:]) if config.level_reward_heads else None
+
+    @property
+    def reads_reward(self) -> bool:
+        return self.reward is not None or self.level_rewards is not None
+
+    def predict(self, levels: list) -> dict:
+        """Predictions on per-level states (:class:`~cwworld.states.LevelStates` or None):
+        ``reward``, ``cont`` ``[B, n_0]`` and ``level_rewards`` (per level ``[B, n_l]``, index 0 None)."""
+        bottom = levels[0]
+        out: dict = {}
+        if bottom is not None and self.reward is not None:
+            out["reward"] = self.reward(bottom.features)[..., 0]
+        if bottom is not None and self.cont is not None:
+            out["cont"] = torch.sigmoid(self.cont(bottom.features)[..., 0])
+        if self.level_rewards is not None:
+            out["level_rewards"] = [None] + [
+                None if levels[level] is None else self.level_rewards[level - 1](levels[level].features)[..., 0]
+                for level in range(1, len(levels))
+            ]
+        return out
+
+    def losses(self, posterior: list, batch: dict, B: int, T: int, validate: bool = True):
+        """Head losses on a trajectory observed from step 0: ``(sum of scaled losses, terms per frame)``.
+
+        ``posterior``: per-level :class:`~cwworld.states.LevelStates`; ``batch``: ``reward``
+        ``[B, T]``, optional ``is_terminal`` and ``is_first`` ``[B, T]``.
+        """
+        cfg, device = self.config, posterior[0].h.device
+        total = 0.0
+        terms: dict[str, torch.Tensor] = {}
+        if not self.reads_reward and self.cont is None:
+            return total, terms
+        is_first = batch.get("is_first")
+        is_first = None if is_first is None else torch.as_tensor(is_first, device=device).bool()
+        counted = torch.ones(B, T, device=device) if is_first is None else (~is_first).float()
+        features = posterior[0].features
+        if self.reads_reward:
+            reward = batch.get("reward")
+            if reward is None:
+                raise ValueError("loss: the model has reward heads; the batch needs 'reward' [B, T]")
+            reward = torch.as_tensor(reward, device=device).float()
+            if validate and tuple(reward.shape) != (B, T):
+                raise ValueError(f"reward: expected shape [{B}, {T}], found {tuple(reward.shape)}")
+        if self.reward is not None:
+            sq = 0.5 * ((self.reward(features)[..., 0] - reward).square() * counted).sum() / B
+            total = total + cfg.reward_scale * sq
+            terms["reward_loss"] = sq.detach() / T
+        if self.cont is not None:
+            terminal = batch.get("is_terminal")
+            target = torch.ones(B, T, device=device) if terminal is None else \
+                1.0 - torch.as_tensor(terminal, device=device).float()
+            bce = F.binary_cross_entropy_with_logits(self.cont(features)[..., 0], target, reduction="sum") / B
+            total = total + cfg.continue_scale * bce
+            terms["continue_loss"] = bce.detach() / T
+        if self.level_rewards is not None:
+            seg = segment_starts(is_first, T, B, device)
+            masked = (reward * counted)[..., None]  # (B, T, 1)
+            for level in range(1, len(self.periods)):
+                period = self.periods[level]
+                target = window_sums(masked, tick_offsets(0, T, period), period, seg)[..., 0]  # (B, n_l)
+                pred = self.level_rewards[level - 1](posterior[level].features)[..., 0]
+                sq = 0.5 * (pred - target).square().sum() / B
+                total = total + cfg.reward_scale * sq
+                terms[f"reward_loss/{level}"] = sq.detach() / T
+        return total, terms
