@@ -20,7 +20,7 @@ import torch
 
 from . import inputs
 from .clock import tick_offsets
-from .states import CWState, FilterMemory
+from .states import CWState, FilterMemory, PendingFrames
 
 __all__ = ["observe_step"]
 
@@ -53,13 +53,71 @@ def observe_step(model, state: CWState, image_t, action_prev=None, is_first=None
         action_prev = action_prev * (~first)[..., None]
     if vectors_t is not None:
         vectors_t = {k: torch.as_tensor(v)[:, None] for k, v in vectors_t.items()}
-    embeds = model.encode(image, vectors_t)  # per level (B, 1, E)
-
     if cfg.windows == "causal":
-        _, _, last = model._unroll(state.without_memory(), 1, action_prev=action_prev, is_first=first,
-                                   embeds=embeds, sample=sample)
-        return last
-    return _recompute_open_windows(model, state, embeds, action_prev, first, sample)
+        frame = model.embed_frames(image, vectors_t)[:, 0]  # (B, E)
+        return _causal_step(model, state, frame, None if action_prev is None else action_prev[:, 0], first[:, 0],
+                            sample)
+    return _recompute_open_windows(model, state, model.encode(image, vectors_t), action_prev, first, sample)
+
+
+def _causal_step(model, state: CWState, frame, action_prev, first, sample: bool) -> CWState:
+    """``causal`` windows: add this frame to every level's open window; the levels that tick now
+    take one step. The same arithmetic as :meth:`CWVAE._unroll` for one step, without its
+    whole-sequence bookkeeping. An upper level's MLP runs once per tick, on the embeddings of the
+    frames of its window kept pending until then (:class:`~cwworld.states.PendingFrames`): one
+    matrix product per window rather than one matrix-vector product per frame.
+
+    Args:
+        frame: ``[B, E]`` the frame's shared embedding; action_prev: ``[B, A]`` (zero where
+        ``first``) or None; first: ``[B]`` bool.
+    """
+    t, L = state.step, model.levels
+    keep = (~first).float()[:, None]  # (B, 1): an episode start empties every held state and window
+    pending = state.memory if isinstance(state.memory, PendingFrames) else PendingFrames([None] * L, [None] * L)
+    carried = lambda items, level: items[level] if level < len(items) else None  # noqa: E731
+    h_out, z_out = [None] * L, [None] * L
+    action_sum, embed_sum = [None] * L, [None] * L
+    frames_out, weights_out = [None] * L, [None] * L
+    for level in reversed(range(L)):
+        cell = model.cells[level]
+        h, z = state.h[level] * keep, state.z[level] * keep
+        ticks = t % model.periods[level] == 0
+        actions = action_prev
+        if level and model.action_dims[level] and action_prev is not None:
+            before = carried(state.action_sum, level)
+            actions = action_prev if before is None else before * keep + action_prev  # (B, A)
+        settled = carried(state.embed_sum, level)
+        settled = None if settled is None else settled * keep  # (B, E) or None
+        if level:  # the window's frames so far, this one included
+            if pending.frames[level] is None:
+                frames, weights = frame[:, None], torch.ones_like(keep)  # (B, 1, E), (B, 1)
+            else:  # frames before an episode start keep their place with weight 0
+                frames = torch.cat([pending.frames[level], frame[:, None]], 1)  # (B, n, E)
+                weights = torch.cat([pending.weights[level] * keep, torch.ones_like(keep)], 1)  # (B, n)
+        if ticks:  # one step, then the level's windows start empty
+            window = frame
+            if level:
+                window = (model.level_mlps[level - 1](frames) * weights[..., None]).sum(1)  # (B, E)
+                window = window if settled is None else settled + window
+            context = None if level == L - 1 else torch.cat([z_out[level + 1], h_out[level + 1]], -1)
+            summary = None
+            if model.action_dims[level] and action_prev is not None:
+                summary = actions if level == 0 else model.action_mlps[level - 1](actions)
+            cond = cell.condition(None if context is None else context[:, None],
+                                  None if summary is None else summary[:, None])
+            h = cell.deter_step(h, z, None if cond is None else cond[:, 0])
+            mean, std = cell.posterior(h, cell.project_embed(window))
+            z = mean + std * torch.randn_like(std) if sample else mean
+            actions = None if actions is None else torch.zeros_like(actions)
+            if level:
+                embed_sum[level] = torch.zeros_like(window)
+        elif level:
+            frames_out[level], weights_out[level] = frames, weights
+            embed_sum[level] = torch.zeros_like(frame) if settled is None else settled
+        h_out[level], z_out[level] = h, z
+        if level and model.action_dims[level] and action_prev is not None:
+            action_sum[level] = actions
+    return CWState(h_out, z_out, t + 1, action_sum, embed_sum, None, PendingFrames(frames_out, weights_out))
 
 
 def _recompute_open_windows(model, state: CWState, embeds, action_prev, first, sample: bool) -> CWState:

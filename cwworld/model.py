@@ -62,7 +62,7 @@ from .heads import VectorObservations, WorldModelHeads
 from .nn.conv import MLP, ConvDecoder, ConvEncoder
 from .nn.init import tf_init_
 from .nn.rssm import RSSMCell
-from .states import CWState, LevelStates, Rollout, Trajectory
+from .states import CWState, LevelStates, PendingFrames, Rollout, Trajectory
 
 __all__ = ["CWVAE", "CWState", "LevelStates", "Rollout", "Trajectory", "tick_offsets", "level_lengths"]
 
@@ -155,6 +155,12 @@ class CWVAE(nn.Module):
             image: ``[B, T, H, W, C]`` uint8, or float in [0, 1] (checked by the callers).
             vectors: ``{name: [B, T, size]}`` for the configured vector observations.
         """
+        e = self.embed_frames(image, vectors)
+        return [e] + [mlp(e) for mlp in self.level_mlps]
+
+    def embed_frames(self, image: torch.Tensor, vectors: Optional[dict] = None) -> torch.Tensor:
+        """The shared per-frame embedding ``[B, T, E]`` (conv net, plus the vector observations),
+        before the upper levels' MLPs; the bottom level reads it as it is."""
         B, T = image.shape[:2]
         frames = rearrange(image, "b t h w c -> (b t) c h w")  # a view: NHWC memory
         frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
@@ -163,7 +169,23 @@ class CWVAE(nn.Module):
         e = rearrange(self.encoder(frames), "(b t) e -> b t e", b=B)
         if self.vectors is not None:
             e = torch.cat([e, self.vectors.encode(vectors, B, T, self.device)], dim=-1)
-        return [e] + [mlp(e) for mlp in self.level_mlps]
+        return e
+
+    def settle(self, state: CWState) -> CWState:
+        """The same state with the frames that :meth:`observe_step` left pending in its ``causal``
+        windows (:class:`~cwworld.states.PendingFrames`) folded into ``embed_sum``: each level's
+        MLP runs on them once. :meth:`observe` and :meth:`imagine` do this first; nothing changes
+        for other states."""
+        pending = state.memory
+        if not isinstance(pending, PendingFrames):
+            return state
+        embed_sum = list(state.embed_sum)
+        for level in range(1, self.levels):
+            frames, weights = pending.frames[level], pending.weights[level]
+            if frames is not None:
+                window = (self.level_mlps[level - 1](frames) * weights[..., None]).sum(1)  # (B, E)
+                embed_sum[level] = window if embed_sum[level] is None else embed_sum[level] + window
+        return CWState(state.h, state.z, state.step, state.action_sum, embed_sum, state.action)
 
     # -- observing -------------------------------------------------------------------
 
@@ -263,6 +285,7 @@ class CWVAE(nn.Module):
             (None for levels not unrolled), and the carry after ``length`` steps.
         """
         L, B, dev = self.levels, state.batch_size, self.device
+        state = self.settle(state)
         levels = range(L) if levels is None else levels
         causal = self.config.windows == "causal"
         reads = [embeds is not None and (use_obs is None or bool(use_obs[level])) for level in range(L)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ["CWState", "FilterMemory", "LevelStates", "Rollout", "Trajectory"]
+__all__ = ["CWState", "FilterMemory", "LevelStates", "PendingFrames", "Rollout", "Trajectory"]
 
 
 def _map_tensors(obj, fn):
@@ -52,6 +52,21 @@ class FilterMemory:
 
 
 @dataclass
+class PendingFrames:
+    """What :meth:`CWVAE.observe_step` keeps with ``causal`` windows: per level ``l > 0`` the
+    frame embeddings (before that level's MLP) added to its open window since its last tick,
+    ``[B, n_l, E]``, and their weights ``[B, n_l]`` (0 for frames before a later episode start),
+    or None. The level MLP runs once per tick on the whole window (one matrix product instead of
+    one per frame); :meth:`CWVAE.settle` folds them into ``CWState.embed_sum``."""
+
+    frames: list
+    weights: list
+
+    def map(self, fn) -> "PendingFrames":
+        return PendingFrames(_map_tensors(self.frames, fn), _map_tensors(self.weights, fn))
+
+
+@dataclass
 class CWState:
     """The recurrent carry of all levels after ``step`` steps.
 
@@ -68,8 +83,9 @@ class CWState:
             since its last tick, ``[B, E]`` (None where unused).
         action: the action taken after the last observed frame, ``[B, A]``, which leads into
             the next step when :meth:`CWVAE.observe` continues from this state (None: zeros).
-        memory: what :meth:`CWVAE.observe_step` needs to continue exactly with ``paper``
-            windows (None otherwise).
+        memory: what :meth:`CWVAE.observe_step` keeps to continue exactly: a
+            :class:`FilterMemory` (``paper`` windows) or :class:`PendingFrames` (``causal``
+            windows; their embeddings are part of the open windows too), or None.
     """
 
     h: list[torch.Tensor]
@@ -78,7 +94,7 @@ class CWState:
     action_sum: list = field(default_factory=list)
     embed_sum: list = field(default_factory=list)
     action: Optional[torch.Tensor] = None
-    memory: Optional[FilterMemory] = None
+    memory: Union[FilterMemory, PendingFrames, None] = None
 
     @property
     def batch_size(self) -> int:
@@ -111,15 +127,23 @@ class CWState:
     @staticmethod
     def cat(states: Sequence["CWState"]) -> "CWState":
         """Concatenate states along the batch; all must be at the same clock step.
-        Their ``observe_step`` memories are concatenated when all have one, else dropped."""
+        Their ``observe_step`` memories are concatenated when all have one, else dropped
+        (``paper`` windows; pending ``causal`` frames are never dropped)."""
         steps = {s.step for s in states}
         if len(steps) != 1:
             raise ValueError(f"CWState.cat: states must share the clock step, found steps {sorted(steps)}")
         memory = None
-        if all(s.memory is not None for s in states):
+        kinds = {type(s.memory) for s in states}
+        if kinds == {FilterMemory}:
             memory = FilterMemory(CWState.cat([s.memory.start for s in states]),
                                   *(_cat_nested([getattr(s.memory, f.name) for s in states])
                                     for f in fields(FilterMemory)[1:]))
+        elif kinds == {PendingFrames}:
+            memory = PendingFrames(_cat_nested([s.memory.frames for s in states]),
+                                   _cat_nested([s.memory.weights for s in states]))
+        elif PendingFrames in kinds:
+            raise ValueError("CWState.cat: some states hold frames pending in their causal windows and some not; "
+                             "settle them first (CWVAE.settle)")
         return CWState(
             _cat_nested([s.h for s in states]),
             _cat_nested([s.z for s in states]),

@@ -330,7 +330,7 @@ class Trainer:
         vectors = {k: torch.stack([item[k] for item in items]).to(self.device) for k in self.model.vector_keys} \
             if self.model.vector_keys else None
         # the global RNG is saved in checkpoints: keep sampling from disturbing it
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.step)
             grid = prediction_grid(self.model, truth, ev.context, ev.horizon, actions, vectors)
         return save_gif(self.run_dir / "samples" / f"step_{self.step:06d}.gif", grid)

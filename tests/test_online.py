@@ -63,9 +63,16 @@ def test_state_helpers_keep_the_memory():
     state = causal.initial(4)
     with torch.no_grad():
         state = causal.observe_step(state, video[:, 0], torch.zeros(4, 2))
-    joined = CWState.cat([state[:1], state[1:]])
-    assert joined.memory is None and torch.equal(joined.action_sum[1], state.action_sum[1])
-    assert torch.equal(joined.embed_sum[2], state.embed_sum[2]) and state.embed_sum[0] is None
+        state = causal.observe_step(state, video[:, 1], torch.ones(4, 2))
+    joined = CWState.cat([state[:1], state[1:]])  # the frames pending in the causal windows come along
+    assert torch.equal(joined.memory.frames[2], state.memory.frames[2]) and joined.memory.frames[2].shape[1] == 1
+    assert torch.equal(joined.action_sum[1], state.action_sum[1]) and state.embed_sum[0] is None
+    with torch.no_grad():
+        a = causal.observe_step(joined, video[:, 2], torch.ones(4, 2), sample=False)
+        b = causal.observe_step(state, video[:, 2], torch.ones(4, 2), sample=False)
+    _assert_same_state(a, b, atol=0)
+    with pytest.raises(ValueError, match="settle them first"):
+        CWState.cat([state[:1], causal.settle(state[1:])])
 
 
 def test_imagine_with_a_policy_equals_imagine_with_its_actions():

@@ -56,7 +56,11 @@ def test_sequences_mark_every_episode_start(tmp_path):
         for t in range(1, 12):
             if ids[b, t] != ids[b, t - 1] + 1:  # a jump in the ids = a new episode
                 assert batch["is_first"][b, t]
-        assert np.all(batch["reward"][b][batch["is_first"][b]] == 0)
+        # a sequence's first step keeps its recorded reward (the loss masks it); episode starts hold 0
+        assert batch["reward"][b, 0] == (0 if ids[b, 0] % 1000 == 0 else ids[b, 0])
+        episode_starts = batch["is_first"][b].copy()
+        episode_starts[0] = False
+        assert np.all(batch["reward"][b][episode_starts] == 0)
     assert not batch["is_first"][:, 1:].all()
 
 
@@ -151,4 +155,4 @@ def test_torch_datasets():
     assert len(sequences) == 6
     item = sequences[2]
     assert list(item["id"][:, 0].numpy()) == [2, 3, 4, 5, 6] and bool(item["is_first"][0])
-    assert float(item["reward"][0]) == 0.0 and float(item["reward"][1]) == 3.0
+    assert float(item["reward"][0]) == 2.0 and float(item["reward"][1]) == 3.0  # recorded, not overwritten

@@ -95,17 +95,17 @@ def _centroid(frames: torch.Tensor) -> torch.Tensor:
 
 
 def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_reward():
-    """300 steps (about 25 s on 2 CPU cores) on squares pushed by the actions; reward = x / 64.
+    """500 steps (about 40 s on 2 CPU cores) on squares pushed by the actions; reward = x / 64.
 
     Measured over seeds 0, 1, 2 (causal windows): open-loop MSE with the true actions is
-    0.84-0.94 of the shuffled actions' (a thin margin: the square is small and predictions
-    blur), the centroid error 0.58-0.69 of it."""
+    0.60-0.71 of the shuffled actions', the centroid error 0.48-0.49 of it. (After 300 steps
+    the margins were thin and seed-dependent: MSE 0.82-0.95, centroid 0.58-0.85.)"""
     torch.manual_seed(0)
     model = tiny_model(levels=2, factor=2, action_dim=2, stoch=8, deter=64, hidden=64, cnn_depth=8,
                        dec_stddev=0.3, reward_head=True, windows="causal")
     rng = np.random.default_rng(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
-    for _ in range(300):
+    for _ in range(500):
         loss, _ = model.loss(pushed_batch(rng, 8, 8))
         opt.zero_grad()
         loss.backward()
@@ -122,8 +122,8 @@ def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_rewa
     mse_shuffled = (with_shuffled - truth).square().mean().item()
     where_true = (_centroid(with_true) - _centroid(truth)).norm(dim=-1).mean().item()
     where_shuffled = (_centroid(with_shuffled) - _centroid(truth)).norm(dim=-1).mean().item()
-    assert mse_true < 0.95 * mse_shuffled, (mse_true, mse_shuffled)
-    assert where_true < 0.75 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
+    assert mse_true < 0.85 * mse_shuffled, (mse_true, mse_shuffled)
+    assert where_true < 0.7 * where_shuffled, (where_true, where_shuffled)  # pixels off the true position
     reward_mse = (reward_pred - test["reward"]).square().mean().item()
     assert reward_mse < 0.1 * test["reward"].var().item(), (reward_mse, test["reward"].var().item())
 

@@ -5,7 +5,8 @@ Step records follow DESIGN.md (the DreamerV3 layout): step ``t`` holds ``image[t
 ``reward[t]`` (received on arriving at ``image[t]``, 0 when ``is_first[t]``),
 ``is_first[t]``, ``is_last[t]``, ``is_terminal[t]``, and any extra vector
 observations (float32). Images are stored as uint8, booleans as bool, every other
-field as float32.
+field as float32. A sampled sequence gets ``is_first`` at its first step (the model resets
+there) but keeps that step's recorded reward: the model's losses skip rewards at ``is_first``.
 
 **Streams and chunks.** Steps arrive in streams: one per environment worker
 (:meth:`ReplayBuffer.add_step` with ``worker=``) or one per added episode
@@ -390,9 +391,7 @@ class ReplayBuffer:
                 batch.setdefault(key, []).append(value)
         batch = {k: np.stack(v) for k, v in batch.items()}
         batch["is_first"] = batch["is_first"].copy()
-        batch["is_first"][:, 0] = True
-        if "reward" in batch:
-            batch["reward"] = np.where(batch["is_first"], 0.0, batch["reward"]).astype(np.float32)
+        batch["is_first"][:, 0] = True  # the model resets there; the recorded reward stays (the loss masks it)
         return batch
 
     def _recent_positions(self, starts, offsets) -> np.ndarray:
@@ -458,9 +457,7 @@ class ReplaySequences(Dataset):
     def __getitem__(self, index: int) -> dict:
         stream, start = self.index[index]
         item = {k: torch.from_numpy(v) for k, v in self._streams[stream].slice(int(start), self.seq_len).items()}
-        item["is_first"][0] = True
-        if "reward" in item:
-            item["reward"][item["is_first"]] = 0.0
+        item["is_first"][0] = True  # the model resets there; the recorded reward stays (the loss masks it)
         return item
 
 

@@ -3,7 +3,8 @@
 Both follow the official CW-VAE code (and PlaNet/Dreamer before it): four
 4x4 stride-2 'valid' convolutions down to a 2x2 map, and a dense layer plus
 four transposed convolutions (5, 5, 6, 6) back up to 64x64. Activations are
-leaky ReLU, as in the official code.
+leaky ReLU with slope 0.2, as in the official code (``tf.nn.leaky_relu``'s default; PyTorch's
+default slope is 0.01).
 
 Images inside the model are float in [0, 1], ``[N, C, H, W]``.
 """
@@ -13,6 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default alpha, which the official code uses
+
+
+def _leaky(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LEAKY_SLOPE)
 
 
 class ConvEncoder(nn.Module):
@@ -29,7 +36,7 @@ class ConvEncoder(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = frames  # (N, C, 64, 64)
         for conv in self.convs:
-            x = F.leaky_relu(conv(x))  # (N, 32, 31, 31) ... (N, 256, 2, 2)
+            x = _leaky(conv(x))  # (N, 32, 31, 31) ... (N, 256, 2, 2)
         # reshape (not flatten of a .contiguous()) so channels-last input stays cheap
         return x.reshape(x.shape[0], -1)  # (N, 1024)
 
@@ -56,11 +63,11 @@ class ConvDecoder(nn.Module):
         x = self.dense(features)  # (N, 1024)
         # A transposed conv of a 1x1 map is a matmul: each output pixel gets one term.
         x = F.linear(x, first.weight.flatten(1).t())  # (N, 128 * 5 * 5)
-        x = F.leaky_relu(x.view(N, first.out_channels, 5, 5) + first.bias[:, None, None])
+        x = _leaky(x.view(N, first.out_channels, 5, 5) + first.bias[:, None, None])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for deconv in middle:
-            x = F.leaky_relu(deconv(x))  # (N, 64, 13, 13) -> (N, 32, 30, 30)
+            x = _leaky(deconv(x))  # (N, 64, 13, 13) -> (N, 32, 30, 30)
         # Last layer as matmul + col2im (F.fold): faster than a transposed conv with
         # few output channels on CPU. Linear output: the mean of a Gaussian over [0, 1]
         # pixels (the official code puts a tanh here; the mean needs no bound).

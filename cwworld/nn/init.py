@@ -10,7 +10,9 @@ on Moving MNIST, the first thousand updates noticeably slower.
 
 Where this package splits one official dense layer by input (the RSSM cell's
 first layers, see :mod:`cwworld.nn.rssm`), the parts share one Glorot bound
-computed from the *total* fan-in, so they equal slices of a single Keras kernel.
+computed from the *total* fan-in, so they equal slices of a single Keras kernel. Where it
+fuses several official layers into one (the mean and std heads), each part keeps the bound of
+its own Keras layer (fan-out = that part's outputs).
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def glorot_split_(parts: Sequence[Optional[nn.Linear]]) -> None:
         p.weight.uniform_(-bound, bound)
         if p.bias is not None:
             p.bias.zero_()
+
+
+@torch.no_grad()
+def glorot_fused_(layer: nn.Linear, parts: int) -> None:
+    """Initialise a dense layer that fuses ``parts`` Keras layers stacked along the outputs
+    (e.g. the mean and std heads): each part's Glorot bound counts only its own outputs."""
+    fan_out = layer.out_features // parts
+    bound = glorot_bound(layer.in_features, fan_out)
+    layer.weight.uniform_(-bound, bound)
+    if layer.bias is not None:
+        layer.bias.zero_()
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .init import glorot_split_
+from .init import glorot_fused_, glorot_split_
 
 
 class RSSMCell(nn.Module):
@@ -49,7 +49,7 @@ class RSSMCell(nn.Module):
         self.prior_in_cond = nn.Linear(cond_dim, hidden, bias=False) if cond_dim else None
         self.gru = nn.GRUCell(hidden, deter)
         self.prior_hidden = nn.Linear(deter, hidden)
-        self.prior_out = nn.Linear(hidden, 2 * stoch)
+        self.prior_out = nn.Linear(hidden, 2 * stoch)  # mean and std layers fused: [mean | std]
         # posterior, first layer on [h, window embedding], split by input
         self.post_in_h = nn.Linear(deter, hidden)
         self.post_in_embed = nn.Linear(embed_dim, hidden, bias=False)
@@ -57,9 +57,13 @@ class RSSMCell(nn.Module):
         self.post_out = nn.Linear(hidden, 2 * stoch)
 
     def tf_init_split(self) -> None:
-        """Keras init for the split first layers: slices of one Glorot kernel (see ``nn.init``)."""
+        """Keras init where this cell splits or fuses the official layers (see ``nn.init``): the split
+        first layers are slices of one Glorot kernel; the fused mean/std output layers are two
+        Keras ``Dense(stoch)`` layers, each with its own Glorot bound over ``stoch`` outputs."""
         glorot_split_([self.prior_in_z, self.prior_in_cond])
         glorot_split_([self.post_in_h, self.post_in_embed])
+        glorot_fused_(self.prior_out, 2)
+        glorot_fused_(self.post_out, 2)
 
     # -- parts applied to a whole sequence at once ---------------------------------
 
