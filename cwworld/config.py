@@ -92,7 +92,8 @@ class ModelConfig:
         ``observation_space``: a ``Box`` image ``[64, 64, C]`` or a ``Dict`` with an ``image``
         entry (see :class:`cwworld.envs.ImageObservation`); ``action_space``: ``Discrete(n)``
         (one-hot, ``action_dim = n``), a ``Box`` (``action_dim`` = its size, finite bounds
-        checked), or None (video only). Other fields as keyword arguments.
+        checked), or None (video only). ``windows`` defaults to ``causal`` (the agents' choice,
+        see :mod:`cwworld.clock`). Other fields as keyword arguments.
         """
         import gymnasium as gym
 

@@ -66,9 +66,6 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
     return model.to(device).eval(), config, int(state["step"])
 
 
-model_inputs = check_batch  # the trainer's name for it
-
-
 class Trainer:
     """Trains a :class:`CWVAE` into a run directory.
 
@@ -171,7 +168,7 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
         model, cfg = self.model, self.config.train
-        batch = model_inputs(model, batch)
+        batch = check_batch(model, batch)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if cfg.precision == "bf16" else contextlib.nullcontext())
         with autocast:

@@ -82,3 +82,12 @@ def test_yaml_round_trip(tmp_path):
     again = load_config(tmp_path / "c.yaml")
     assert again == cfg
     assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]  # no temp file left behind
+
+
+def test_action_presets_use_causal_windows_and_video_presets_the_papers():
+    for name in ("cue_corridor_online", "minerl_navigate_actions"):
+        assert load_config(name).model.windows == "causal", name
+    for name in ("mmnist", "minerl_navigate", "gqn_mazes", "quickstart"):
+        assert load_config(name).model.windows == "paper", name
+    with pytest.raises(ConfigError, match="model.windows"):
+        load_config("mmnist", ["model.windows=sideways"])

@@ -72,7 +72,7 @@ def test_level_reward_target_is_the_window_sum():
 def test_from_spaces_and_action_bounds():
     image = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     cfg = ModelConfig.from_spaces(gym.spaces.Dict({"image": image}), gym.spaces.Discrete(5), levels=2)
-    assert (cfg.channels, cfg.action_dim, cfg.levels, cfg.action_low) == (3, 5, 2, None)
+    assert (cfg.channels, cfg.action_dim, cfg.levels, cfg.action_low, cfg.windows) == (3, 5, 2, None, "causal")
     box = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
     cfg = ModelConfig.from_spaces(image, box, **{k: v for k, v in vars(tiny_config()).items()
                                                   if k in ("levels", "factor", "stoch", "deter", "hidden", "embed",
