@@ -52,8 +52,10 @@ def check_image(config: ModelConfig, image, name: str = "image", device=None) ->
 
 
 def check_actions(config: ModelConfig, action, B: int, T: int, name: str = "action",
-                  at_least: bool = False, device=None, required: bool = True) -> Optional[torch.Tensor]:
-    """Actions ``[B, T, A]`` (``[B, >= T, A]`` with ``at_least``), finite and within the Box bounds.
+                  at_least: bool = False, device=None, required: bool = True,
+                  steps_per_action: int = 1) -> Optional[torch.Tensor]:
+    """Actions ``[B, T, A]`` (``[B, >= T, A]`` with ``at_least``), finite and within the Box bounds
+    (times ``steps_per_action`` for sums of that many actions, as jumpy imagination takes).
 
     None is refused for an action-conditioned model (unless ``required`` is False) and
     actions are refused for a video-only one (``action_dim: 0``).
@@ -77,14 +79,14 @@ def check_actions(config: ModelConfig, action, B: int, T: int, name: str = "acti
     if not bool(torch.isfinite(action).all()):
         raise ValueError(f"{name}: expected finite values, found NaN or inf")
     if config.action_low is not None:
-        low = torch.tensor(config.action_low, device=action.device)
-        high = torch.tensor(config.action_high, device=action.device)
+        low = torch.tensor(config.action_low, device=action.device) * steps_per_action
+        high = torch.tensor(config.action_high, device=action.device) * steps_per_action
         outside = (action < low - 1e-6) | (action > high + 1e-6)
         if bool(outside.any()):
             dim = int(outside.nonzero()[0, -1])
             found = action[..., dim][outside[..., dim]][0]
             raise ValueError(f"{name}: dimension {dim} must lie in the action space's bounds "
-                             f"[{config.action_low[dim]:g}, {config.action_high[dim]:g}], found {float(found):g}")
+                             f"[{float(low[dim]):g}, {float(high[dim]):g}], found {float(found):g}")
     return action
 
 

@@ -466,7 +466,8 @@ class CWVAE(nn.Module):
         ticks = tick_offsets(state.step, horizon, self.periods[lowest])
         needed = any(self.action_dims[level] for level in range(lowest, self.levels))
         actions = inputs.check_actions(cfg, actions, B, len(ticks), name="imagine: actions (one summary per "
-                                       f"tick of level {lowest})", device=self.device, required=needed)
+                                       f"tick of level {lowest})", device=self.device, required=needed,
+                                       steps_per_action=self.periods[lowest])
         if actions is None:
             return None, None
         action_prev = actions.new_zeros(B, horizon, cfg.action_dim)

@@ -1,0 +1,139 @@
+"""Multi-timescale planning: the near window step by step, the far future one window at a time.
+
+A flat planner imagines every step of its horizon with every level, so looking 100 steps
+ahead costs 100 steps of the whole hierarchy per candidate. :class:`ClockworkPlanner` splits
+the horizon at the next tick ``o1`` of an upper level ``l`` (period ``p = k**l``):
+
+* **near part**: the steps from now up to and including ``o1`` (1 to ``p`` steps), imagined
+  with all levels and per-step candidate actions, scored by the bottom reward head (weighted by
+  the continue head's probability that the episode is still running);
+* **far part**: ``windows`` further windows of level ``l``, imagined jumpily (levels ``l`` and
+  above only, one evaluation per tick) from the state the near part ends in, with one action
+  summary per window (the sum of its per-step actions, the input level ``l`` is trained on),
+  scored by level ``l``'s window-reward head: the predicted reward of the steps
+  ``(o - p, o]``, discounted at the window's end.
+
+The score of a candidate is the near part's discounted return plus the discounted far windows'
+predicted rewards; CEM refits both parts to the same elites, and the first near action is
+executed. So the effective horizon is ``p * windows`` steps longer than the near part, at a
+cost of ``windows`` upper-level steps per candidate instead of ``p * windows`` full steps.
+Two batched :meth:`CWVAE.imagine` calls per iteration (near, then far), each over all
+candidates of all environments.
+
+What it assumes: the model has a reward head, window-reward heads
+(``model.level_reward_heads``) and actions at every level (``model.action_levels: all``), and
+was trained with the same window alignment it plans with (``windows: causal`` for agents);
+the far part ignores episode ends (there is no per-window continue head), so in tasks that
+terminate early its value is optimistic. Candidate summaries for a discrete space are the
+action counts of ``p`` draws from the window's action distribution; for a ``Box`` space
+``p`` times one per-step action sample (a constant action over the window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import torch
+
+from .base import discounted_return
+from .cem import CEMConfig, CEMPlanner
+
+__all__ = ["ClockworkConfig", "ClockworkPlanner"]
+
+
+@dataclass
+class ClockworkConfig(CEMConfig):
+    level: int = 1  # the upper level that plans the far future (period k**level)
+    windows: int = 4  # far windows of that level after the near part
+    horizon: int = 0  # unused: the near part runs to the level's next tick
+
+    def validate(self) -> None:
+        self.horizon = max(self.horizon, 1)
+        super().validate()
+        if self.level < 1 or self.windows < 1:
+            raise ValueError(f"ClockworkConfig: level and windows must be >= 1, found {self.level}, {self.windows}")
+
+
+class ClockworkPlanner(CEMPlanner):
+    """CEM over a near window at the bottom level and far windows at an upper level (see above)."""
+
+    config_class = ClockworkConfig
+
+    def __init__(self, model, action_space: gym.Space, config: Optional[ClockworkConfig] = None,
+                 num_envs: int = 1, observation_space: Optional[gym.Space] = None, seed: Optional[int] = None):
+        config = config or ClockworkConfig()
+        if model is not None:
+            cfg = model.config
+            if not 1 <= config.level < cfg.levels:
+                raise ValueError(f"ClockworkPlanner: level must be an upper level in [1, {cfg.levels - 1}], "
+                                 f"found {config.level}")
+            if model.heads.level_rewards is None or cfg.action_levels != "all":
+                raise ValueError("ClockworkPlanner: needs window-reward heads (model.level_reward_heads: true) "
+                                 "and actions at every level (model.action_levels: all)")
+        self.period = None if model is None else model.periods[config.level]
+        config.horizon = self.period or 1
+        super().__init__(model, action_space, config, num_envs, observation_space, None, seed)
+        self.far = self._initial_plan(num_envs, config.windows)
+
+    def choose(self, state, is_first=None) -> torch.Tensor:
+        if state.batch_size != self.num_envs:
+            near, far = self._initial_plan(state.batch_size, self.period), \
+                self._initial_plan(state.batch_size, self.config.windows)
+            return self._first_action(self.optimise_both(state, near, far)[0])
+        near_steps = self._near_steps(state)
+        self.plan, self.far = self.optimise_both(state, self.plan, self.far)
+        action = self._first_action(self.plan)
+        if near_steps == 1:  # the tick is executed now: the first far window becomes the near part
+            self.plan = {k: v[:, :1].expand(-1, self.period, -1).clone() for k, v in self.far.items()}
+            fresh = self._initial_plan(self.num_envs, 1)
+            self.far = {k: torch.cat([v[:, 1:], fresh[k]], 1) for k, v in self.far.items()}
+        else:
+            self.plan = self._shifted(self.plan)
+        return action
+
+    def _near_steps(self, state) -> int:
+        """Imagined steps up to and including the upper level's next tick: ``o1 - step + 1``."""
+        return (-state.step) % self.period + 1
+
+    @torch.no_grad()
+    def optimise_both(self, state, near: dict, far: dict):
+        cfg, model, p = self.config, self.model, self.period
+        B, N, W = state.batch_size, cfg.population, cfg.windows
+        n_near = self._near_steps(state)
+        start = model.settle(state)[torch.arange(B, device=self.device).repeat_interleave(N)]  # (B*N) states
+        levels = list(range(cfg.level, model.levels))
+        for _ in range(cfg.iterations):
+            near_cands = self._sample({k: v[:, :n_near] for k, v in near.items()}, N)  # (B, N, n_near, A)
+            far_cands, summaries = self._sample_windows(far, N)  # (B, N, W, A) each
+            head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False)
+            tail = model.imagine(head.last, W * p, actions=summaries.reshape(B * N, W, -1), levels=levels,
+                                 sample=False)
+            self.imagine_calls += 2
+            window_discount = cfg.discount ** (n_near + p * torch.arange(1, W + 1, device=self.device))  # (W,)
+            alive = torch.ones(B * N, device=self.device) if head.cont is None else head.cont.prod(1)
+            far_value = alive * (tail.level_rewards[cfg.level] * window_discount).sum(1)
+            scores = (discounted_return(head.reward, head.cont, cfg.discount) + far_value).view(B, N)
+            refitted = self.refit({k: v[:, :n_near] for k, v in near.items()}, near_cands, scores)
+            near = {k: torch.cat([refitted[k], v[:, n_near:]], 1) for k, v in near.items()}
+            far = self.refit(far, far_cands, scores)
+        return near, far
+
+    def _sample_windows(self, far: dict, N: int):
+        """Per window a per-step action sample (refitted like CEM) and the window's summary."""
+        p, g = self.period, self.generator
+        if self.spec.discrete:
+            probs = far["probs"]  # (B, W, A)
+            B, W, A = probs.shape
+            draws = torch.multinomial(probs.reshape(B * W, A), N * p, replacement=True, generator=g)  # (B*W, N*p)
+            counts = torch.nn.functional.one_hot(draws.view(B, W, N, p), A).float().sum(3)  # (B, W, N, A)
+            counts = counts.transpose(1, 2)  # (B, N, W, A)
+            return counts / p, counts
+        step = self._sample(far, N)  # (B, N, W, A)
+        return step, step * p
+
+    def reset_plans(self, mask: torch.Tensor) -> None:
+        super().reset_plans(mask)
+        fresh = self._initial_plan(self.num_envs, self.config.windows)
+        self.far = {k: torch.where(mask[:, None, None], fresh[k], v) for k, v in self.far.items()}
