@@ -19,4 +19,19 @@ from .mppi import MPPIConfig, MPPIPlanner
 from .random_agent import RandomAgent
 
 __all__ = ["ActionSpec", "Agent", "CEMConfig", "CEMPlanner", "ClockworkConfig", "ClockworkPlanner", "MPPIConfig",
-           "MPPIPlanner", "RandomAgent", "discounted_return"]
+           "MPPIPlanner", "RandomAgent", "discounted_return", "make_agent"]
+
+
+def make_agent(config, model, action_space, num_envs: int = 1, observation_space=None, seed=None,
+               explore: float = 0.0) -> Agent:
+    """The agent a :class:`cwworld.config.AgentConfig` describes, acting with ``model``."""
+    if config.kind == "random":
+        return RandomAgent(action_space, num_envs, model=None, seed=seed)
+    common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
+                  discount=config.discount, explore=explore)
+    if config.kind == "clockwork":
+        planner_config = ClockworkConfig(level=config.level, windows=config.windows, **common)
+        return ClockworkPlanner(model, action_space, planner_config, num_envs, observation_space, seed)
+    kind, config_class = {"cem": (CEMPlanner, CEMConfig), "mppi": (MPPIPlanner, MPPIConfig)}[config.kind]
+    return kind(model, action_space, config_class(horizon=config.horizon, **common), num_envs, observation_space,
+                seed=seed)

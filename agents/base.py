@@ -157,6 +157,10 @@ class Agent:
         self.prev_action = action.float()
         return self.spec.to_env(action) if self.num_envs > 1 else self.spec.to_env(action)[0]
 
+    def __call__(self, observation):
+        """``act(observation)``: an agent is a policy for :func:`cwworld.envs.collect`."""
+        return self.act(observation)
+
     def policy(self, state) -> torch.Tensor:
         """The agent's actions ``[B, A]`` for model states (e.g. inside :meth:`CWVAE.imagine`)."""
         return self.choose(state, None)

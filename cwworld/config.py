@@ -1,6 +1,6 @@
 """Configuration: dataclass sections, YAML load/save, dotted overrides, validation.
 
-A config has four sections, ``model``, ``train``, ``data`` and ``eval``. Presets
+A config has five sections, ``model``, ``train``, ``data``, ``eval`` and ``agent``. Presets
 live in ``configs/NAME.yaml`` (installed as ``cwworld.configs``) and are named
 by ``NAME`` alone. A preset may start from another one with ``base: NAME``.
 
@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 __all__ = [
+    "AgentConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -274,11 +275,42 @@ class EvalConfig:
 
 
 @dataclass
+class AgentConfig:
+    """The agent that collects experience in online runs (``data.env`` set) and is evaluated there.
+
+    ``random`` collects with uniform actions; ``cem``, ``mppi`` and ``clockwork`` plan with the
+    world model being trained (see :mod:`cwworld.agents`). The prefill is always random.
+    """
+
+    kind: Literal["random", "cem", "mppi", "clockwork"] = "random"
+    horizon: int = 12  # cem, mppi: imagined steps per candidate
+    population: int = 128  # candidates per environment and iteration
+    elites: int = 16  # best candidates the sampling distribution is refitted to
+    iterations: int = 3  # sample-score-refit rounds per decision
+    discount: float = 0.99  # per imagined step
+    explore: float = 0.1  # while collecting: chance of a random discrete action (Box: noise std)
+    level: int = 1  # clockwork: the upper level that plans the far future
+    windows: int = 8  # clockwork: far windows of that level
+    eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
+    eval_episodes: int = 10  # episodes per evaluation (no exploration)
+
+    def validate(self) -> None:
+        for name in ("horizon", "population", "elites", "iterations", "level", "windows", "eval_episodes"):
+            _check_min(f"agent.{name}", getattr(self, name), 1)
+        _check_min("agent.eval_every", self.eval_every, 0)
+        _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)
+        _check_range("agent.explore", self.explore, 0.0, 1.0)
+        if self.elites > self.population:
+            raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):

@@ -123,7 +123,9 @@ class Trainer:
     # -- one update ----------------------------------------------------------------------
 
     def _start_online(self):
-        """Online replay: the environment, a random policy and RUN_DIR/replay (resumed if present)."""
+        """Online replay: the environment, the collecting agent (``agent.kind``; the prefill is random)
+        and RUN_DIR/replay (resumed if present). Environments start new episodes on resume."""
+        from .agents import make_agent
         from .data.replay import ReplayBuffer
         from .envs import RandomPolicy, collect, make_env
 
@@ -133,10 +135,18 @@ class Trainer:
         if model.action_dim != dims:
             raise ValueError(f"model.action_dim is {model.action_dim}, but {data.env}'s actions have {dims} "
                              f"dimensions (set model.action_dim={dims})")
-        self.policy = RandomPolicy(self.env.action_space, seed=self.config.train.seed)
-        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=self.config.train.seed)
-        self._collect = lambda steps: collect(self.env, self.policy, steps, self.buffer, progress=False,  # noqa: E731
-                                              seed=self.config.train.seed + len(self.buffer))
+        seed = self.config.train.seed
+        self.policy = RandomPolicy(self.env.action_space, seed=seed)
+        agent = self.config.agent
+        self.agent = make_agent(agent, self.model, self.env.action_space, observation_space=self.env.observation_space,
+                                seed=seed, explore=agent.explore)
+        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=seed)
+
+        def _collect(steps):
+            policy = self.policy if len(self.buffer) < data.prefill else self.agent
+            return collect(self.env, policy, steps, self.buffer, progress=False, seed=seed + len(self.buffer))
+
+        self._collect = _collect
         self.collect_stats = None  # the latest collection round's statistics, logged with the metrics
         if len(self.buffer) < data.prefill:
             stats = self.collect_stats = self._collect(data.prefill - len(self.buffer))
@@ -216,10 +226,15 @@ class Trainer:
                 for batch in batches:
                     metrics = self.train_step(batch)
                     self.step += 1
+                    evaluated = False
                     if self.online:
                         metrics["replay_steps"] = float(len(self.buffer))
                         if self.collect_stats and self.collect_stats["episodes"]:
                             metrics["collect_mean_return"] = self.collect_stats["mean_return"]
+                        every = self.config.agent.eval_every
+                        if every and self.step % every == 0:
+                            metrics.update(self.evaluate_agent())
+                            evaluated = True
                     now = time.perf_counter()
                     metrics["frames_per_s"] = frames_per_step / (now - t0)
                     t0 = now
@@ -239,7 +254,7 @@ class Trainer:
                                     info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
                                          f"{metrics['frames_per_s']:.0f} frames/s")
                     last = self.step == cfg.steps
-                    if self.step % cfg.log_every == 0 or last:
+                    if self.step % cfg.log_every == 0 or last or evaluated:
                         self._log(metrics, events)
                     if self.step % cfg.save_every == 0 or last:
                         self.save_checkpoint(numbered=True)
@@ -253,6 +268,24 @@ class Trainer:
             if events is not None:
                 events.close()
         return metrics
+
+    def evaluate_agent(self) -> dict:
+        """``agent.eval_episodes`` episodes of the agent (no exploration) in a fresh environment:
+        ``eval/return`` (mean), ``eval/success`` (fraction with a positive return), ``eval/length``."""
+        from .agents import make_agent
+        from .envs import make_env, run_episodes
+
+        if getattr(self, "eval_env", None) is None:
+            self.eval_env = make_env(self.config.data.env)
+        agent = make_agent(self.config.agent, self.model, self.eval_env.action_space, seed=self.step)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.step)  # the filter's sampling: keep the training RNG undisturbed
+            stats = run_episodes(self.eval_env, agent, self.config.agent.eval_episodes, seed=10_000 + self.step)
+        self.console.print(f"step {self.step}: {self.config.agent.kind} agent over {len(stats['returns'])} episodes: "
+                           f"return {stats['mean_return']:.2f}, success {stats['success']:.0%}, "
+                           f"length {stats['mean_length']:.1f}")
+        return {"eval/return": stats["mean_return"], "eval/success": stats["success"],
+                "eval/length": stats["mean_length"]}
 
     def _log(self, metrics: dict, events=None) -> None:
         record = {"step": self.step, "time": time.time(), **metrics}

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from .collect import RandomPolicy, collect
+from .collect import RandomPolicy, collect, run_episodes
 from .cue_corridor import CueCorridor
 from .wrappers import ActionRepeat, ImageObservation, NormalizeActions, OneHotActions, Recorder, TimeLimit, action_vector
 
 __all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "RandomPolicy",
-           "Recorder", "TimeLimit", "action_vector", "collect", "make_env"]
+           "Recorder", "TimeLimit", "action_vector", "collect", "make_env", "run_episodes"]
 
 if "cwworld/CueCorridor-v0" not in gym.registry:
     gym.register("cwworld/CueCorridor-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",

@@ -180,3 +180,24 @@ def test_online_training_collects_and_trains(tmp_path, capsys):
     bad = args + ["model.action_dim=5", "--run-dir", str(tmp_path / "bad")]
     assert main(bad) == 2
     assert "model.action_dim is 5, but cwworld/CueCorridor-v0's actions have 3" in capsys.readouterr().err
+
+
+def test_online_training_collects_with_a_planner_and_evaluates_it(tmp_path):
+    from cwworld.cli import main
+    from test_train import TINY
+
+    run = tmp_path / "agent"
+    args = ["train", "--config", "cue_corridor_agent", "--run-dir", str(run), "--no-progress", *TINY,
+            "model.channels=3", "model.action_dim=3", "model.head_hidden=8", "data.prefill=30",
+            "data.collect_every=2", "data.collect_steps=12", "train.steps=4", "train.save_every=2",
+            "agent.kind=cem", "agent.horizon=3", "agent.population=8", "agent.elites=2", "agent.iterations=1",
+            "agent.eval_every=2", "agent.eval_episodes=1"]
+    assert main(args) == 0
+    assert len(ReplayBuffer.load(run / "replay")) == 30 + 12  # random prefill, then one round by the planner
+    import json
+
+    logged = {m["step"]: m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    for step in (2, 4):  # every evaluation is logged: one episode of at most 100 steps
+        assert -1 <= logged[step]["eval/return"] <= 1 and logged[step]["eval/success"] in (0.0, 1.0)
+        assert 1 <= logged[step]["eval/length"] <= 100
+    assert "eval/return" not in logged[1]
