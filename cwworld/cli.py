@@ -65,6 +65,12 @@ def _eval(args) -> int:
             f"  SSIM mean {s['ssim_mean_avg']:.4f}, best of {result.num_samples} {s['ssim_best_avg']:.4f}; "
             f"PSNR mean {s['psnr_mean_avg']:.2f} dB, best {s['psnr_best_avg']:.2f} dB (averaged over the horizon)",
         ]
+        if result.baselines:
+            lines.append("  baselines (SSIM / PSNR): " + ", ".join(
+                f"{name} {s[f'{name}_ssim_avg']:.4f} / {s[f'{name}_psnr_avg']:.2f} dB" for name in result.baselines))
+            beats = s["frames_beating_baselines"]
+            lines.append(f"  the model's mean beats every baseline for the first {beats['ssim']} predicted frames "
+                         f"by SSIM, {beats['psnr']} by PSNR")
         if result.lpips is not None:
             lines.append(f"  LPIPS mean {s['lpips_mean_avg']:.4f}, best {s['lpips_best_avg']:.4f}")
         if result.fvd is not None:

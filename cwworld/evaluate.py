@@ -110,6 +110,7 @@ class EvalResult:
     fvd_frames: Optional[int] = None
     predictions: Optional[np.ndarray] = None  # uint8 grid video: truth and samples
     top_prior: Optional[np.ndarray] = None  # uint8 grid video: top level from its prior
+    baselines: dict = field(default_factory=dict)  # name -> {"ssim": [videos, horizon], "psnr": [videos, horizon]}
     extra: dict = field(default_factory=dict)
 
     @property
@@ -127,7 +128,21 @@ class EvalResult:
             score = values.mean(axis=2)  # [V, S]
             best = (score.argmin if metric == "lpips" else score.argmax)(axis=1)  # the best whole sample per video
             out[f"{metric}_best"] = values[np.arange(len(values)), best].mean(axis=0)
+        for name, metrics in self.baselines.items():
+            for metric, values in metrics.items():
+                out[f"{name}_{metric}"] = values.mean(axis=0)
         return out
+
+    def frames_beating_baselines(self, metric: str = "ssim") -> int:
+        """How many predicted frames, from the first, the model's mean ``metric`` stays above every
+        baseline's by more than rounding (0 when it is not above one at the first frame)."""
+        curves = self.curves()
+        if not self.baselines:
+            return self.horizon
+        best_baseline = np.max([curves[f"{name}_{metric}"] for name in self.baselines], axis=0)
+        tie = 1e-5 * np.maximum(1.0, np.abs(best_baseline))  # rounding of the means is not a win
+        below = np.nonzero(curves[f"{metric}_mean"] <= best_baseline + tie)[0]
+        return int(below[0]) if len(below) else self.horizon
 
     def summary(self) -> dict:
         curves = self.curves()
@@ -137,6 +152,8 @@ class EvalResult:
             **{f"{key}_avg": float(value.mean()) for key, value in curves.items()},
             "fvd": self.fvd, "fvd_frames": self.fvd_frames,
             "kl_per_frame": self.kl_per_frame, "kl_per_tick": self.kl_per_tick,
+            **({"frames_beating_baselines": {m: self.frames_beating_baselines(m) for m in ("ssim", "psnr")}}
+               if self.baselines else {}),
         }
 
 
@@ -169,6 +186,7 @@ def evaluate(
     model.eval()
     device = model.device
     ssims, psnrs, lpipses, kls, grids = [], [], [], [], {}
+    baseline_values = {name: {"ssim": [], "psnr": []} for name in BASELINES}
     real_feats, fake_feats = [], []
     clip = min(fvd_frames, horizon)
     L, k = model.levels, model.config.factor
@@ -197,6 +215,11 @@ def evaluate(
                                  num_samples=num_samples)  # [B, S, H, h, w, c]
             ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
+            others = torch.stack([videos[(i + 1) % total]["image"][context:length]
+                                  for i in range(start, start + len(items))]).to(device).float() / 255.0
+            for baseline, frames in _baseline_frames(truth, context, others).items():
+                baseline_values[baseline]["ssim"].append(ssim(frames, target).cpu())
+                baseline_values[baseline]["psnr"].append(psnr(frames, target).cpu())
             if lpips is not None:
                 lpips = lpips.to(device)
                 rgb = (lambda v: v.expand(*v.shape[:-1], 3)) if pred.shape[-1] == 1 else (lambda v: v)  # noqa: E731
@@ -226,7 +249,22 @@ def evaluate(
         lpips=torch.cat(lpipses).numpy() if lpipses else None,
         kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
         context=context, horizon=horizon, num_samples=num_samples, name=name, **grids,
+        baselines={b: {m: torch.cat(v).numpy() for m, v in values.items()} for b, values in baseline_values.items()},
     )
+
+
+BASELINES = {
+    "black": "an all-black frame",
+    "last": "the last context frame, repeated",
+    "random": "the same frames of another held-out video (video i + 1), the paper's 'random' line",
+}
+
+
+def _baseline_frames(truth: torch.Tensor, context: int, others: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Predictions that use no model, ``[B, horizon, h, w, c]`` float in [0, 1] each (see ``BASELINES``)."""
+    horizon = others.shape[1]
+    last = truth[:, context - 1 : context].float() / 255.0
+    return {"black": torch.zeros_like(others), "last": last.expand(-1, horizon, -1, -1, -1), "random": others}
 
 
 def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor,
@@ -261,6 +299,7 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
     writer = csv.writer(buf, lineterminator="\n")
     columns = [key for key in ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best", "lpips_mean", "lpips_best")
                if key in curves]
+    columns += [f"{name}_{metric}" for name in result.baselines for metric in ("ssim", "psnr")]
     writer.writerow(["t", "frame", *columns])
     for i in range(result.horizon):
         writer.writerow([i + 1, result.context + i] + [f"{curves[key][i]:.6f}" for key in columns])
@@ -270,7 +309,10 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
                              "psnr": "10 log10(1 / mse), data range 1, capped at 100 dB",
                              "mean": "mean over samples, then over videos",
                              "lpips": "AlexNet LPIPS v0.1 from local weights (lower is better)",
-                             "best": "per video the sample with the best horizon-averaged metric"},
+                             "best": "per video the sample with the best horizon-averaged metric",
+                             **{f"baseline {name}": text for name, text in BASELINES.items()},
+                             "frames_beating_baselines": "predicted frames, from the first, in which the mean "
+                                                         "metric stays above every baseline's"},
               "per_step": {key: [float(v) for v in value] for key, value in curves.items()}}
     paths["json"] = atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=1) + "\n")
     kl_rows = "level,kl_per_frame,kl_per_tick\n" + "".join(
@@ -305,6 +347,11 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
             if result.num_samples > 1:
                 ax.plot(t, curves[f"{metric}_best"], color=colour, linestyle="--",
                         label=f"{result.name} (best of {result.num_samples})")
+        for name, style in zip(BASELINES, (":", "-.", (0, (1, 3)))):  # the first result's baselines, in grey
+            key = f"{name}_{metric}"
+            if key in results[0].curves():
+                ax.plot(np.arange(1, results[0].horizon + 1), results[0].curves()[key], color="0.45",
+                        linestyle=style, linewidth=1.2, label=f"baseline: {name}")
         ax.set_xlabel("frames predicted after the context")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -174,7 +174,7 @@ def test_eval_reports_lpips_when_weights_are_given(trained_run, tmp_path):
     result, paths = evaluate_run(trained_run, tmp_path / "out", horizon=3, num_videos=2,
                                  lpips_weights=(str(alexnet), str(lins)))
     header = paths["csv"].read_text().splitlines()[0]
-    assert header.endswith("lpips_mean,lpips_best") and result.lpips.shape == (2, 2, 3)
+    assert "psnr_best,lpips_mean,lpips_best" in header and result.lpips.shape == (2, 2, 3)
     curves = result.curves()
     assert curves["lpips_best"].mean() <= curves["lpips_mean"].mean() + 1e-9  # best of 2 = the lower average
 
@@ -244,3 +244,37 @@ def test_ssim_matches_scikit_image_on_random_and_real_frames():
     for pred, truth in pairs:
         ours = ssim(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None]).item()
         assert abs(ours - _skimage_ssim(pred, truth)) < 1e-5, (ours, _skimage_ssim(pred, truth))
+
+
+def test_every_evaluation_carries_the_baselines_and_a_black_model_scores_the_black_baseline():
+    from cwworld.evaluate import evaluate
+
+    model = load_model.__globals__["CWVAE"](tiny_run_config(1).model)  # an untrained quickstart-sized tiny model
+    with torch.no_grad():  # a decoder that draws black frames: zero weights, a very negative bias (clamped to 0)
+        last = model.decoder.deconvs[-1]
+        last.weight.zero_()
+        last.bias.fill_(-100.0)
+    videos = MovingMNIST(num_videos=3, seq_len=10, split="test")
+    result = evaluate(model, videos, context=4, horizon=6, num_samples=2, batch_size=2)
+    curves = result.curves()
+    assert set(result.baselines) == {"black", "last", "random"}
+    for sample in range(2):  # frame by frame, exactly the black baseline's scores
+        assert np.array_equal(result.ssim[:, sample], result.baselines["black"]["ssim"])
+        assert np.array_equal(result.psnr[:, sample], result.baselines["black"]["psnr"])
+    assert np.allclose(curves["ssim_mean"], curves["black_ssim"], atol=1e-6)
+    # the last context frame repeated: exact at no step here (the digits move), but SSIM 1 against itself
+    truth = np.stack([videos[i]["image"].numpy() for i in range(3)]) / 255.0
+    expected = ssim(torch.from_numpy(np.repeat(truth[:, 3:4], 6, 1)), torch.from_numpy(truth[:, 4:])).numpy()
+    assert np.allclose(result.baselines["last"]["ssim"], expected, atol=1e-6)
+    summary = result.summary()
+    assert summary["frames_beating_baselines"] == {"ssim": 0, "psnr": 0}  # a tie is no win
+    assert summary["black_ssim_avg"] == pytest.approx(float(curves["black_ssim"].mean()))
+
+
+def test_eval_outputs_hold_the_baselines(trained_run):
+    result, paths = evaluate_run(trained_run, horizon=3, num_videos=2)
+    header = paths["csv"].read_text().splitlines()[0].split(",")
+    assert header[-6:] == ["black_ssim", "black_psnr", "last_ssim", "last_psnr", "random_ssim", "random_psnr"]
+    record = json.loads(paths["json"].read_text())
+    assert len(record["per_step"]["random_psnr"]) == 3 and "baseline black" in record["definition"]
+    assert 0 <= record["frames_beating_baselines"]["ssim"] <= 3
