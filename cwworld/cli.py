@@ -20,6 +20,27 @@ from rich.console import Console
 from .config import ConfigError, load_config, preset_names
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (so 0 and negatives are refused by name, not ignored)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, found {value}")
+    return value
+
+
 def _train(args) -> int:
     from .train import NonFiniteLossError, Trainer
 
@@ -161,12 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "several runs are also plotted together (--out, default ./eval_compare).",
     )
     ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `cwworld train`")
-    ev.add_argument("--context", type=int, default=None, help="context frames observed (default: the config's eval.context)")
-    ev.add_argument("--horizon", type=int, default=None, help="frames predicted open-loop (default: eval.horizon)")
-    ev.add_argument("--samples", type=int, default=None,
+    ev.add_argument("--context", type=_positive_int, default=None, help="context frames observed (default: the config's eval.context)")
+    ev.add_argument("--horizon", type=_positive_int, default=None, help="frames predicted open-loop (default: eval.horizon)")
+    ev.add_argument("--samples", type=_positive_int, default=None,
                     help="samples per video; metrics report the mean and the best of them (default: eval.num_samples)")
-    ev.add_argument("--videos", type=int, default=None, help="held-out videos to evaluate (default: eval.num_videos)")
-    ev.add_argument("--batch-size", type=int, default=None, help="videos per batch (default: eval.batch_size)")
+    ev.add_argument("--videos", type=_positive_int, default=None, help="held-out videos to evaluate (default: eval.num_videos)")
+    ev.add_argument("--batch-size", type=_positive_int, default=None, help="videos per batch (default: eval.batch_size)")
     ev.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN_DIR/checkpoints/latest.pt)")
     ev.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval; with several runs: "
                                                "OUT/<run name> per run and the comparison plots in OUT)")
@@ -178,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fvd", metavar="I3D_TORCHSCRIPT", default=None,
                     help="also report FVD, with a local i3d_torchscript.pt (the StyleGAN-V / fvd-comparison port "
                          "of the original FVD's I3D)")
-    ev.add_argument("--fvd-frames", type=int, default=16, help="predicted frames per clip for FVD (default 16)")
+    ev.add_argument("--fvd-frames", type=_positive_int, default=16, help="predicted frames per clip for FVD (default 16)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides for the data, e.g. data.path=/data/minerl data.eval_path=/data/test")
@@ -191,11 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `cwworld train`")
     pr.add_argument("--video", required=True, help="a video file (.mp4, .avi, .gif, .npz, ...), resized to the model's size")
-    pr.add_argument("--context", type=int, default=36, help="frames observed before predicting (default 36)")
-    pr.add_argument("--horizon", type=int, default=500, help="frames predicted after the context (default 500)")
-    pr.add_argument("--samples", type=int, default=1, help="independent predictions (default 1)")
+    pr.add_argument("--context", type=_positive_int, default=36, help="frames observed before predicting (default 36)")
+    pr.add_argument("--horizon", type=_positive_int, default=500, help="frames predicted after the context (default 500)")
+    pr.add_argument("--samples", type=_positive_int, default=1, help="independent predictions (default 1)")
     pr.add_argument("--out", default="prediction.gif", help="output .gif or .mp4 (default prediction.gif)")
-    pr.add_argument("--fps", type=float, default=10.0, help="frames per second of the output (default 10)")
+    pr.add_argument("--fps", type=_positive_float, default=10.0, help="frames per second of the output (default 10)")
     pr.add_argument("--side-by-side", action="store_true", help="truth and samples in one row instead of a column")
     pr.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN_DIR/checkpoints/latest.pt)")
     pr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")

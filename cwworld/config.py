@@ -534,6 +534,8 @@ def _check_min(key: str, value, low) -> None:
 
 
 def _check_range(key, value, low, high, low_open=False) -> None:
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and value > high
     if bad_low or bad_high:

@@ -402,11 +402,12 @@ def evaluate_run(
     if config.data.kind == "replay" and config.data.env and not config.data.path:
         config.data.path = str(run_dir / "replay")  # an online run: evaluate on what it collected
     ev = config.eval
-    ev.context = context or ev.context
-    ev.horizon = horizon or ev.horizon
-    ev.num_samples = num_samples or ev.num_samples
-    ev.num_videos = num_videos or ev.num_videos
-    ev.batch_size = batch_size or ev.batch_size
+    for name, value in (("context", context), ("horizon", horizon), ("num_samples", num_samples),
+                        ("num_videos", num_videos), ("batch_size", batch_size)):
+        if value is not None:
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"evaluate_run: {name} must be a whole number >= 1, found {value!r}")
+            setattr(ev, name, value)
     videos = make_dataset(config, "eval", progress=progress)
     lpips = None
     if lpips_weights:

@@ -91,3 +91,23 @@ def test_action_presets_use_causal_windows_and_video_presets_the_papers():
         assert load_config(name).model.windows == "paper", name
     with pytest.raises(ConfigError, match="model.windows"):
         load_config("mmnist", ["model.windows=sideways"])
+
+
+@pytest.mark.parametrize("override", ["train.lr=.nan", "model.dec_stddev=.nan", "model.kl_balance=.nan",
+                                      "model.beta=.nan", "train.grad_clip=.nan", "data.speed=.nan",
+                                      "data.speed=.inf"])
+def test_non_finite_numbers_are_refused_by_name(override):
+    with pytest.raises(ConfigError, match=rf"{override.split('=')[0]}.*finite"):
+        load_config("quickstart", [override])
+
+
+def test_cli_refuses_zero_and_negative_counts(capsys):
+    from cwworld.cli import main
+
+    for args in (["eval", "runs/x", "--samples", "0"], ["eval", "runs/x", "--horizon", "-1"],
+                 ["predict", "runs/x", "--video", "v.mp4", "--context", "-3"],
+                 ["predict", "runs/x", "--video", "v.mp4", "--fps", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert "expected a" in capsys.readouterr().err
