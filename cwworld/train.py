@@ -36,7 +36,7 @@ from .config import Config, load_config, save_config
 from .data import make_dataset, make_loader
 from .inputs import check_batch
 from .model import CWVAE
-from .utils import atomic_output, atomic_write_text, keep_freed_memory, pick_device
+from .utils import RunLock, atomic_output, remove_stale_temporaries, atomic_write_text, keep_freed_memory, pick_device
 from .viz import save_gif, video_grid
 
 __all__ = ["NonFiniteLossError", "Trainer", "load_model", "prediction_grid"]
@@ -81,6 +81,7 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Union[str, os.PathLike], dataset=None,
                  console: Optional[Console] = None, progress: bool = True):
         self.run_dir = Path(run_dir)
+        self.lock = RunLock(self.run_dir)  # one training process per run directory
         self.console = console or Console(stderr=True)
         self.show_progress = progress
         saved = self.run_dir / "config.yaml"
@@ -113,8 +114,8 @@ class Trainer:
         self._loss_fn = self.model.loss_terms
         if config.train.compile:
             self._loss_fn = torch.compile(self.model.loss_terms)
-        for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # a save cut short by a killed run
+        remove_stale_temporaries(self.run_dir / "checkpoints")  # a save cut short by a killed run
+        remove_stale_temporaries(self.run_dir / "samples")
         if (self.run_dir / "checkpoints" / "latest.pt").exists():
             self.load_checkpoint(self.run_dir / "checkpoints" / "latest.pt")
         save_config(config, saved)
@@ -201,7 +202,20 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
 
     def train(self) -> dict[str, float]:
-        """Train until ``train.steps``; returns the last step's metrics."""
+        """Train until ``train.steps``; returns the last step's metrics. The run directory stays
+        locked against other training processes until this returns."""
+        if not self.lock.held:
+            self.lock = RunLock(self.run_dir)
+        try:
+            return self._train()
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        """Release the run directory without training (``train`` releases it when it returns)."""
+        self.lock.release()
+
+    def _train(self) -> dict[str, float]:
         cfg = self.config.train
         frames_per_step = cfg.batch_size * cfg.seq_len
         metrics: dict[str, float] = {}

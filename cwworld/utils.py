@@ -28,10 +28,13 @@ def atomic_output(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterat
     """Write a file atomically: yields a temporary path in the same folder, which replaces
     ``path`` when the block succeeds (with the usual permissions of a new file) and is
     removed when it fails, so ``path`` is never seen half-written. ``suffix`` lets writers
-    that pick the format from the extension (PIL, matplotlib) see the right one."""
+    that pick the format from the extension (PIL, matplotlib) see the right one. The temporary
+    name carries the writer's pid (``.NAME.pidPID.XXXX.tmp``), so that a process cleaning up
+    after a killed writer removes only the temporaries of processes that are gone
+    (:func:`remove_stale_temporaries`), never the file another live process is writing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.pid{os.getpid()}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -40,6 +43,33 @@ def atomic_output(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterat
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Union[str, os.PathLike], pattern: str = ".*.tmp") -> list[Path]:
+    """Delete the temporaries of :func:`atomic_output` in ``folder`` whose writing process is gone
+    (a write cut short by a kill); those of live processes stay. Returns what was deleted."""
+    import re
+
+    removed = []
+    for path in Path(folder).glob(pattern):
+        match = re.search(r"\.pid(\d+)\.", path.name)
+        if match and _process_alive(int(match.group(1))):
+            continue  # another process is writing it right now
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
@@ -106,3 +136,45 @@ def cpu_name() -> str:
     import platform
 
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+class RunDirectoryBusy(ValueError):
+    """Another process is training in this run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``RUN_DIR/.lock``, ``flock``), holding the owner's pid.
+
+    The operating system drops the lock when its holder exits, however it exits (a SIGKILL
+    included), so a stale lock file never blocks a later run.
+    """
+
+    def __init__(self, run_dir: Union[str, os.PathLike]):
+        import fcntl
+
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"{run_dir}: a run directory must be a folder, found a file")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / ".lock"
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise RunDirectoryBusy(f"{run_dir} is in use: process {holder} is training in it (it holds {self.path}); "
+                                   "wait for it to finish or stop it, or choose another --run-dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    @property
+    def held(self) -> bool:
+        return not self._file.closed
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing the descriptor drops the flock

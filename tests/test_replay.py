@@ -156,3 +156,22 @@ def test_torch_datasets():
     item = sequences[2]
     assert list(item["id"][:, 0].numpy()) == [2, 3, 4, 5, 6] and bool(item["is_first"][0])
     assert float(item["reward"][0]) == 2.0 and float(item["reward"][1]) == 3.0  # recorded, not overwritten
+
+
+def test_opening_a_replay_directory_leaves_a_live_writers_temporary_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from cwworld.utils import atomic_output
+
+    buffer = ReplayBuffer(tmp_path, chunk_size=4)
+    add_steps(buffer, episode(8))
+    buffer.save()
+    with atomic_output(tmp_path / "live.npz", suffix=".npz.tmp") as tmp:  # this process is writing it
+        tmp.write_bytes(b"half")
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        orphan = tmp_path / f".gone.pid{int(dead.stdout)}.abcd.npz.tmp"  # a writer that was killed
+        orphan.write_bytes(b"cut")
+        assert len(ReplayBuffer.load(tmp_path)) == 8
+        assert tmp.exists() and not orphan.exists()
+    assert (tmp_path / "live.npz").read_bytes() == b"half"

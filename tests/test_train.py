@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 
 from cwworld import load_config
@@ -78,3 +79,18 @@ def test_cli_train_and_config(tmp_path, capsys):
     assert "levels: 2" in capsys.readouterr().out
     assert main(["train", "--run-dir", str(tmp_path / "x"), "model.levles=2"]) == 2
     assert "did you mean 'model.levels'" in capsys.readouterr().err
+
+
+def test_a_second_trainer_on_a_busy_run_directory_stops_at_once_naming_the_holder(tmp_path):
+    from cwworld.utils import RunDirectoryBusy
+
+    first = Trainer(tiny_run_config(2), tmp_path, progress=False)
+    with pytest.raises(RunDirectoryBusy, match=rf"process {os.getpid()} is training in it"):
+        Trainer(tiny_run_config(2), tmp_path, progress=False)
+    first.train()  # releases the directory when done
+    second = Trainer(tiny_run_config(3), tmp_path, progress=False)  # resumes
+    assert second.step == 2
+    second.close()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="must be a folder, found a file"):
+        Trainer(tiny_run_config(2), tmp_path / "file", progress=False)

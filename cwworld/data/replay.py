@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..utils import atomic_output
+from ..utils import atomic_output, remove_stale_temporaries
 
 __all__ = ["ReplayBuffer", "ReplaySequences", "parse_chunk_name", "validate_episode", "write_episode"]
 
@@ -297,8 +297,7 @@ class ReplayBuffer:
     # -- loading -------------------------------------------------------------------------
 
     def _load_directory(self) -> None:
-        for stale in self.directory.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)  # a chunk cut short by a killed writer
+        remove_stale_temporaries(self.directory)  # chunks cut short by killed writers; live writers' stay
         entries = []
         for path in self.directory.glob("*.npz"):
             parsed = parse_chunk_name(path)
