@@ -175,3 +175,20 @@ def test_opening_a_replay_directory_leaves_a_live_writers_temporary_alone(tmp_pa
         assert len(ReplayBuffer.load(tmp_path)) == 8
         assert tmp.exists() and not orphan.exists()
     assert (tmp_path / "live.npz").read_bytes() == b"half"
+
+
+def test_replay_refuses_data_it_would_store_wrongly():
+    buffer = ReplayBuffer(None, chunk_size=4)
+    step = {k: v[0] for k, v in episode(1).items()}
+    with pytest.raises(ValueError, match=r"add_step \(worker 0\): 'image' must be uint8.*float"):
+        buffer.add_step({**step, "image": np.full((8, 8, 3), 0.9)})
+    with pytest.raises(ValueError, match=r"'reward' must be one number per step, shape \[\], found \[1\]"):
+        buffer.add_step({**step, "reward": np.array([1.0])})
+    with pytest.raises(ValueError, match=r"'reward' holds NaN or inf"):
+        buffer.add_step({**step, "reward": np.float32("nan")})
+    with pytest.raises(ValueError, match=r"'reward' must be one number per step, shape \[3\], found \[3, 1\]"):
+        buffer.add_episode({**episode(3), "reward": np.zeros((3, 1))})
+    with pytest.raises(ValueError, match=r"'image' must be uint8.*H, W, C > 0.*\[3, 0, 8, 3\]"):
+        buffer.add_episode({**episode(3), "image": np.zeros((3, 0, 8, 3), np.uint8)})
+    buffer.add_step(step)  # the good step still goes in
+    assert len(buffer) == 1

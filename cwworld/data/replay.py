@@ -61,6 +61,22 @@ def _storage_dtype(key: str) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def _check_values(key: str, value: np.ndarray, source: str, per_step: bool) -> None:
+    """Refuse what would be stored wrongly: non-uint8 or empty images (a float frame cast to uint8
+    turns 0.9 into 0), non-scalar rewards and flags, and NaN or inf in float fields."""
+    lead = () if per_step else value.shape[:1]
+    if key == "image":
+        if value.dtype != np.uint8 or value.ndim != len(lead) + 3 or 0 in value.shape:
+            raise ValueError(f"{source}: 'image' must be uint8 [{'' if per_step else 'N, '}H, W, C] with H, W, C > 0, "
+                             f"found {value.dtype} {list(value.shape)}")
+    elif key in ("reward",) + tuple(BOOL_KEYS):
+        if value.shape != lead:
+            raise ValueError(f"{source}: {key!r} must be one number per step, shape {list(lead)}, "
+                             f"found {list(value.shape)}")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ValueError(f"{source}: field {key!r} holds NaN or inf")
+
+
 def validate_episode(episode: dict, source: str = "episode") -> dict:
     """Check an episode dict (arrays of equal length N, ``image`` uint8 ``[N, H, W, C]``) and
     return it with the storage dtypes; errors name ``source``, the field and the shapes."""
@@ -79,6 +95,7 @@ def validate_episode(episode: dict, source: str = "episode") -> dict:
             raise ValueError(f"{source}: 'image' must be uint8 [N, H, W, C], found {value.dtype} {list(value.shape)}")
         if value.dtype.kind in "OUS":
             raise ValueError(f"{source}: field {key!r} holds {value.dtype} values; only numbers are stored")
+        _check_values(key, value, source, per_step=False)
         out[key] = value.astype(_storage_dtype(key), copy=False)
     if length == 0:
         raise ValueError(f"{source}: the episode has no steps")
@@ -222,12 +239,18 @@ class ReplayBuffer:
 
     def add_step(self, step: dict, worker: int = 0) -> None:
         """Append one step record to ``worker``'s stream (written as a chunk every ``chunk_size``)."""
+        source = f"add_step (worker {worker})"
+        for key, value in step.items():
+            value = np.asarray(value)
+            if value.dtype.kind in "OUS":
+                raise ValueError(f"{source}: field {key!r} holds {value.dtype} values; only numbers are stored")
+            _check_values(key, value, source, per_step=True)
         fields = {k: np.asarray(v).astype(_storage_dtype(k), copy=False) for k, v in step.items()}
         fields.setdefault("is_last", np.array(False))
         fields.setdefault("is_terminal", np.array(False))
         if "reward" in fields and fields.get("is_first", False):
             fields["reward"] = np.zeros_like(fields["reward"])
-        self._check_schema(fields, f"add_step (worker {worker})", per_step=True)
+        self._check_schema(fields, source, per_step=True)
         name = self._workers.get(worker)
         if name is None:
             name = self._workers[worker] = f"w{worker}_{uuid.uuid4().hex[:8]}"
