@@ -23,7 +23,9 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -53,17 +55,71 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
     ``checkpoint``: a checkpoint file; default ``RUN_DIR/checkpoints/latest.pt``.
     """
     run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "latest.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint (is {run_dir} a cwworld run directory?)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "config", "step"):
-        if key not in state:
-            raise ValueError(f"{path}: not a cwworld checkpoint (no {key!r} entry)")
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        state = read_checkpoint(path)
+    else:
+        path, state = newest_checkpoint(run_dir)
     config = Config.from_dict(state["config"], source=str(path))
     model = CWVAE(config.model)
-    model.load_state_dict(state["model"])
+    _load_state(model, state["model"], path)
     return model.to(device).eval(), config, int(state["step"])
+
+
+def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
+    """A checkpoint's contents (``weights_only=True``), or ``ValueError`` saying what is wrong with
+    the file: empty, cut short, not a checkpoint, or holding objects a safe load refuses."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the checkpoint file is empty (a save cut short?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused to load: the file holds Python objects beyond tensors and plain "
+                         f"data, which weights_only loading does not run (not a cwworld checkpoint, or an "
+                         f"unsafe one): {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path}: cannot read the checkpoint (truncated or corrupted file): "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not isinstance(state, dict) or any(key not in state for key in ("model", "config", "step")):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a cwworld checkpoint (expected the entries model, config, step; found {found})")
+    return state
+
+
+def newest_checkpoint(run_dir: Union[str, os.PathLike], warn=None) -> tuple[Path, dict]:
+    """``latest.pt`` of a run, or, if it is missing or unreadable, the newest intact ``step_*.pt``
+    (saying so through ``warn``, default a Python warning)."""
+    folder = Path(run_dir) / "checkpoints"
+    candidates = [folder / "latest.pt"] + sorted(folder.glob("step_*.pt"), reverse=True)
+    problems = []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = read_checkpoint(path)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        if problems:
+            message = f"{path}: loaded instead of a newer checkpoint that could not be read: " + "; ".join(problems)
+            (warn or (lambda text: warnings.warn(text, stacklevel=3)))(message)
+        return path, state
+    if problems:
+        raise ValueError(f"{folder}: no readable checkpoint: " + "; ".join(problems))
+    raise FileNotFoundError(f"{folder / 'latest.pt'}: no checkpoint (is {run_dir} a cwworld run directory?)")
+
+
+def _load_state(module, state: dict, path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = [line.strip() for line in str(err).splitlines() if "size mismatch" in line or "Missing" in line
+                 or "Unexpected" in line][:2]
+        raise ValueError(f"{path}: the checkpoint's weights do not fit this model (another model size or "
+                         f"version?): {' '.join(first) or str(err).splitlines()[0]}") from None
 
 
 class Trainer:
@@ -116,8 +172,8 @@ class Trainer:
             self._loss_fn = torch.compile(self.model.loss_terms)
         remove_stale_temporaries(self.run_dir / "checkpoints")  # a save cut short by a killed run
         remove_stale_temporaries(self.run_dir / "samples")
-        if (self.run_dir / "checkpoints" / "latest.pt").exists():
-            self.load_checkpoint(self.run_dir / "checkpoints" / "latest.pt")
+        if any((self.run_dir / "checkpoints").glob("*.pt")):
+            self.load_checkpoint()
         save_config(config, saved)
         self._drop_metrics_after(self.step)
 
@@ -344,9 +400,14 @@ class Trainer:
             _atomic_torch_save(state, folder / f"step_{self.step:06d}.pt")
         return latest
 
-    def load_checkpoint(self, path: Union[str, os.PathLike]) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
+    def load_checkpoint(self, path: Union[str, os.PathLike, None] = None) -> None:
+        """Resume from ``path``, default the newest intact checkpoint of the run (``latest.pt``, else
+        the newest readable ``step_*.pt``, said on the console)."""
+        if path is None:
+            path, state = newest_checkpoint(self.run_dir, warn=lambda text: self.console.print(f"[yellow]{text}[/]"))
+        else:
+            state = read_checkpoint(path)
+        _load_state(self.model, state["model"], Path(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))

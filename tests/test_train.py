@@ -94,3 +94,39 @@ def test_a_second_trainer_on_a_busy_run_directory_stops_at_once_naming_the_holde
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="must be a folder, found a file"):
         Trainer(tiny_run_config(2), tmp_path / "file", progress=False)
+
+
+def test_broken_checkpoints_are_named_and_the_newest_intact_one_is_used(tmp_path):
+    from cwworld.train import load_model
+
+    Trainer(tiny_run_config(4), tmp_path, progress=False).train()  # step_2, step_4 and latest
+    folder = tmp_path / "checkpoints"
+    latest = folder / "latest.pt"
+    raw = latest.read_bytes()
+    latest.write_bytes(raw[: len(raw) // 2])  # cut short
+    with pytest.warns(UserWarning, match=r"step_000004.pt: loaded instead.*latest.pt: cannot read the checkpoint"):
+        _, _, step = load_model(tmp_path)
+    assert step == 4
+    (folder / "step_000004.pt").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"step_000002.pt: loaded instead.*step_000004.pt: the checkpoint file is empty"):
+        assert load_model(tmp_path)[2] == 2
+    resumed = Trainer(tiny_run_config(6), tmp_path, progress=False)  # resumes from the intact one
+    assert resumed.step == 2
+    resumed.close()
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": Evil(), "config": {}, "step": 1}))
+    with pytest.raises(ValueError, match=r"evil.pt: refused to load: the file holds Python objects"):
+        load_model(tmp_path, evil)
+    other = tmp_path / "other"
+    Trainer(load_config("quickstart", TINY + ["train.steps=1", "model.deter=12"]), other, progress=False).train()
+    state = torch.load(other / "checkpoints" / "latest.pt", weights_only=True)
+    state["config"] = torch.load(folder / "step_000002.pt", weights_only=True)["config"]
+    torch.save(state, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match=r"mismatch.pt: the checkpoint's weights do not fit this model.*size mismatch"):
+        load_model(tmp_path, tmp_path / "mismatch.pt")
