@@ -47,6 +47,7 @@ The world-model additions live next door: heads and vector observations in
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -433,6 +434,7 @@ class CWVAE(nn.Module):
             raise ValueError(f"imagine: horizon must be a positive int, got {horizon!r}")
         state = inputs.check_state(self, state)
         B = state.batch_size
+        self._check_rollout_memory(B, horizon)
         rolled = list(range(self.levels)) if levels is None else sorted(set(levels))
         if not rolled or rolled != list(range(rolled[0], self.levels)):
             raise ValueError(
@@ -455,6 +457,21 @@ class CWVAE(nn.Module):
             if self.vectors is not None:
                 rollout.vectors = self.vectors.decode(out[0].features)
         return rollout
+
+    def _check_rollout_memory(self, batch: int, horizon: int, frames: bool = False) -> None:
+        """Refuse a rollout whose states (and decoded frames) would not fit in half of this machine's memory."""
+        per_step = sum((3 * s + d) / p for s, d, p in zip(self.stoch, self.deter, self.periods))  # floats
+        if frames:
+            per_step += self.config.image_size**2 * self.config.channels
+        need = 4 * batch * horizon * per_step  # bytes, float32
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return
+        if need > total / 2:
+            raise ValueError(f"horizon {horizon} for a batch of {batch} would hold about {need / 2**30:.1f} GiB of "
+                             f"states{' and frames' if frames else ''} (this machine has {total / 2**30:.0f} GiB); "
+                             "roll out in pieces instead: imagine(imagine(state, a).last, b) equals imagine(state, a + b)")
 
     def _imagined_actions(self, state: CWState, horizon: int, actions, lowest: int):
         """Checked actions and the per-step ``action_prev [B, horizon, A]`` they amount to."""
@@ -540,6 +557,10 @@ class CWVAE(nn.Module):
         cfg = self.config
         context = inputs.check_image(cfg, context, "predict: context", device=self.device)
         B, C = context.shape[:2]
+        try:
+            self._check_rollout_memory(B * num_samples, horizon, frames=True)
+        except ValueError as err:
+            raise ValueError(f"predict: {err}") from None
         actions = inputs.check_actions(cfg, actions, B, C + horizon - 1, name="predict: actions", at_least=True,
                                        device=self.device)
         if actions is not None:
@@ -550,7 +571,10 @@ class CWVAE(nn.Module):
                                       use_obs=cfg.use_obs if use_obs is None else use_obs)
         future = None if actions is None else actions[:, C - 1 : C - 1 + horizon]
         rollout = self.imagine(traj.last, horizon, actions=future, sample=sample)
-        frames = self.decode(rollout.features)
+        features = rollout.features  # (B*S, horizon, F)
+        frames = features.new_empty(*features.shape[:2], cfg.image_size, cfg.image_size, cfg.channels)
+        for start in range(0, horizon, 256):  # decode in pieces: the conv activations stay small
+            frames[:, start : start + 256] = self.decode(features[:, start : start + 256])
         return rearrange(frames, "(b s) t h w c -> b s t h w c", s=num_samples)
 
     # -- the loss ----------------------------------------------------------------------

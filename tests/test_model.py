@@ -282,3 +282,15 @@ def test_a_fixed_seed_loss_is_reproduced():
                 "kl/2": 0.010629826225340366}
     for name, value in expected.items():
         assert math.isclose(metrics[name], value, rel_tol=1e-4), (name, metrics[name], value)
+
+
+def test_rollouts_that_cannot_fit_in_memory_are_refused_before_any_work():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"horizon 100000000000 for a batch of 2 would hold about .* GiB.*in pieces"):
+        model.imagine(model.initial(2), 10**11)
+    with pytest.raises(ValueError, match=r"predict: horizon 10000000000 for a batch of 4 .*states and frames"):
+        model.predict(squares_video(2, 3), 10**10, num_samples=2)
+    long = model.predict(squares_video(1, 3), 600, sample=False)  # decoded in pieces of 256 frames
+    whole = model.decode(model.imagine(model.observe(squares_video(1, 3), sample=False).last, 600,
+                                       sample=False).features)
+    assert long.shape == (1, 1, 600, 64, 64, 1) and torch.allclose(long[:, 0], whole, atol=1e-6)
