@@ -426,7 +426,8 @@ class CWVAE(nn.Module):
                 current carry (a :class:`CWState` at that step); its action leads into the
                 step. Needs all levels (no ``levels``); exclusive with ``actions``.
             levels: roll only these levels (a top-aligned run such as ``[1, 2]``): "jumpy"
-                imagination; each level is evaluated at its own ticks only.
+                imagination; each level is evaluated at its own ticks only. The rollout's
+                ``last`` then carries the rolled levels; the others keep the start state's.
             sample: sample ``z`` from the priors (False: use their means).
             decode: also decode the bottom level's frames into ``Rollout.frames``.
         """
