@@ -28,3 +28,15 @@ def squares_video(batch: int, length: int, channels: int = 1, seed: int = 0) -> 
 @pytest.fixture
 def video():
     return squares_video(2, 10)
+
+
+def train_on(model: CWVAE, make_batch, updates: int, lr: float = 3e-3, seed: int = 0) -> CWVAE:
+    """``updates`` Adam steps (the official eps 1e-4) on ``make_batch(rng)`` batches, rng seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-4)
+    for _ in range(updates):
+        loss, _ = model.loss(make_batch(rng))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model

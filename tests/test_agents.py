@@ -8,7 +8,7 @@ import torch
 from cwworld.agents import (CEMConfig, CEMPlanner, ClockworkConfig, ClockworkPlanner, MPPIConfig, MPPIPlanner,
                             RandomAgent)
 
-from conftest import squares_video, tiny_model
+from conftest import squares_video, tiny_model, train_on
 
 SIDE, STEP = 12, 6
 
@@ -64,15 +64,7 @@ def _model(**kw):
 def trained_model():
     """A world model of PushSquare from random play: 400 updates, about 30 s on 2 CPU cores."""
     torch.manual_seed(0)
-    model = _model()
-    rng = np.random.default_rng(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
-    for _ in range(400):
-        loss, _ = model.loss(push_batch(rng, 8, 8))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_on(_model(), lambda rng: push_batch(rng, 8, 8), 400).eval()
 
 
 def _mean_reward(agent, envs: int = 8, steps: int = 10, seed: int = 0) -> float:

@@ -7,7 +7,7 @@ import torch
 
 from cwworld import CWVAE, ModelConfig
 
-from conftest import squares_video, tiny_config, tiny_model
+from conftest import squares_video, tiny_config, tiny_model, train_on
 
 
 def pushed_square(rng, length, size=64, side=12, step=6):
@@ -103,13 +103,7 @@ def test_trained_model_predicts_better_with_the_true_actions_and_learns_the_rewa
     torch.manual_seed(0)
     model = tiny_model(levels=2, factor=2, action_dim=2, stoch=8, deter=64, hidden=64, cnn_depth=8,
                        dec_stddev=0.3, reward_head=True, windows="causal")
-    rng = np.random.default_rng(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
-    for _ in range(500):
-        loss, _ = model.loss(pushed_batch(rng, 8, 8))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_on(model, lambda rng: pushed_batch(rng, 8, 8), 500)
     test = pushed_batch(np.random.default_rng(123), 16, 12)
     context, horizon = 4, 8
     truth = test["image"][:, context:].float() / 255
@@ -175,13 +169,7 @@ def test_window_reward_head_learns_the_rewards_of_its_windows_actions(windows):
     torch.manual_seed(0)
     model = tiny_model(levels=2, factor=4, action_dim=2, windows=windows, level_reward_heads=True,
                        deter=32, hidden=32, head_hidden=32)
-    rng = np.random.default_rng(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4)
-    for _ in range(150):
-        loss, _ = model.loss(_action_reward_batch(rng, 8, 12))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_on(model, lambda rng: _action_reward_batch(rng, 8, 12), 150)
     test = _action_reward_batch(np.random.default_rng(1), 32, 12)
     with torch.no_grad():
         traj = model.observe(test["image"], test["action"], sample=False)
