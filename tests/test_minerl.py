@@ -163,3 +163,48 @@ def test_offline_training_on_converted_demonstrations(tmp_path):
     assert config.model.action_dim == 11 and config.data.kind == "replay"
     assert main(["eval", str(run), "--videos", "2", "--no-progress"]) == 0
     assert (run / "eval" / "metrics.csv").read_text().count("\n") == 1 + config.eval.horizon
+
+
+def test_broken_streams_are_skipped_by_name_and_later_streams_still_read(tmp_path):
+    env = tmp_path / "MineRLNavigate-v0"
+    for name in ("v4_a_1-2", "v4_b_1-2", "v4_c_1-2", "v4_d_1-2", "v4_e_1-2", "v4_f_1-2"):
+        make_stream(env, name)
+    npz = env / "v4_a_1-2" / "rendered.npz"
+    npz.write_bytes(npz.read_bytes()[:200])  # truncated
+    (env / "v4_b_1-2" / "metadata.json").write_text("{not json")
+    (env / "v4_c_1-2" / "metadata.json").write_text("[1, 2]")
+    meta = json.loads((env / "v4_d_1-2" / "metadata.json").read_text())
+    (env / "v4_d_1-2" / "metadata.json").write_text(json.dumps({**meta, "true_video_frame_count": "abc"}))
+    data = dict(np.load(env / "v4_e_1-2" / "rendered.npz"))
+    data["reward"] = data["reward"].astype(np.float32)
+    data["reward"][1] = np.nan
+    np.savez(env / "v4_e_1-2" / "rendered.npz", **data)
+    demos = MineRLDemos(tmp_path)
+    with pytest.warns(UserWarning):
+        episodes = list(demos)
+    assert [name for name, _ in episodes] == ["v4_f_1-2"]  # the good stream after five bad ones
+    reasons = dict(demos.skipped)
+    assert "rendered.npz is truncated or corrupted" in reasons["v4_a_1-2"]
+    assert "metadata.json is not valid JSON" in reasons["v4_b_1-2"]
+    assert "metadata.json must hold a JSON object, found list" in reasons["v4_c_1-2"]
+    assert "'true_video_frame_count' must be a whole number, found 'abc'" in reasons["v4_d_1-2"]
+    assert "'reward' holds NaN or inf" in reasons["v4_e_1-2"]
+
+
+def test_a_truncated_npz_video_is_skipped_and_a_damaged_cache_entry_decoded_again(tmp_path):
+    from cwworld.data import VideoFolder
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    frames = np.random.default_rng(0).integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+    np.savez(folder / "good.npz", image=frames)
+    np.savez(folder / "cut.npz", image=frames)
+    (folder / "cut.npz").write_bytes((folder / "cut.npz").read_bytes()[:300])
+    with pytest.warns(UserWarning, match=r"cut.npz.*truncated or corrupted"):
+        videos = VideoFolder(folder, 6, cache_dir=tmp_path / "cache")
+    assert len(videos) == 2  # two 6-frame chunks of good.npz
+    cached = next((tmp_path / "cache").glob("*.npy"))
+    cached.write_bytes(b"\x93NUMPY garbage")
+    with pytest.warns(UserWarning, match="unreadable decode cache"):
+        again = VideoFolder(folder, 6, cache_dir=tmp_path / "cache")
+    assert np.array_equal(again[1]["image"].numpy(), frames[6:])

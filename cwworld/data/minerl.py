@@ -29,6 +29,8 @@ import json
 import os
 import re
 import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ from typing import Iterator, Union
 import numpy as np
 
 from ..utils import atomic_write_text
-from .video import read_video
+from .video import VideoError, read_video
 
 __all__ = [
     "ACTION_KEYS",
@@ -124,7 +126,13 @@ def read_v0_stream(stream_dir: Union[str, os.PathLike], image_size: int = 64) ->
     except ValueError as err:  # e.g. object arrays, which would need pickle
         raise MineRLFormatError(f"MineRL stream {stream.name}: rendered.npz cannot be read without pickle "
                                 f"(refused): {err}") from err
-    metadata = json.loads((stream / "metadata.json").read_text())
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as err:
+        raise MineRLFormatError(f"MineRL stream {stream.name}: rendered.npz is truncated or corrupted "
+                                f"({type(err).__name__}: {err})") from err
+    metadata = _read_json_object(stream / "metadata.json", f"MineRL stream {stream.name}")
+    for key, value in data.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise MineRLFormatError(f"MineRL stream {stream.name}: rendered.npz {key!r} holds NaN or inf")
 
     def need(key):
         if key not in data:
@@ -152,7 +160,10 @@ def read_v0_stream(stream_dir: Union[str, os.PathLike], image_size: int = 64) ->
                                     f"(len(reward) + 1)")
 
     frames = read_video(stream / "recording.mp4", image_size, 3)
-    true_count = int(metadata.get("true_video_frame_count", len(frames)))
+    true_count = metadata.get("true_video_frame_count", len(frames))
+    if isinstance(true_count, bool) or not isinstance(true_count, int):
+        raise MineRLFormatError(f"MineRL stream {stream.name}: metadata.json 'true_video_frame_count' must be a "
+                                f"whole number, found {true_count!r}")
     offset = true_count - N
     if offset < 0:
         raise MineRLFormatError(f"MineRL stream {stream.name}: metadata true_video_frame_count {true_count} "
@@ -176,6 +187,19 @@ def read_v0_stream(stream_dir: Union[str, os.PathLike], image_size: int = 64) ->
     }
 
 
+def _read_json_object(path: Path, what: str) -> dict:
+    """A JSON file holding an object, or :class:`MineRLFormatError` naming the file and what was found."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise MineRLFormatError(f"{what}: {path.name} is not valid JSON ({err})") from None
+    except UnicodeDecodeError:
+        raise MineRLFormatError(f"{what}: {path.name} is not UTF-8 text") from None
+    if not isinstance(value, dict):
+        raise MineRLFormatError(f"{what}: {path.name} must hold a JSON object, found {type(value).__name__}")
+    return value
+
+
 def _stream_dirs(root: Path) -> list[Path]:
     """Stream folders under a dataset root (``ROOT/<EnvName>/<stream>``) or an env folder."""
     if not root.is_dir():
@@ -189,8 +213,10 @@ def _stream_dirs(root: Path) -> list[Path]:
 class MineRLDemos:
     """Iterate ``(stream_name, episode)`` over the MineRL v0 streams under ``root`` (a dataset
     root holding ``<EnvName>/`` folders, or one env folder). A stream missing a file, and the
-    known corrupted stream, are skipped with a warning and listed in ``skipped``; a stream
-    whose files are present but wrong raises :class:`MineRLFormatError` naming it."""
+    known corrupted stream, and a stream whose files cannot be read as MineRL's (truncated npz,
+    malformed metadata, wrong shapes: :class:`MineRLFormatError`, or an undecodable video) are
+    skipped with a warning naming the stream and the reason, listed in ``skipped``, and the
+    later streams are still read, as MineRL's own loader does. ``read_v0_stream`` raises."""
 
     def __init__(self, root: Union[str, os.PathLike], image_size: int = 64):
         self.root, self.image_size = Path(root), image_size
@@ -219,7 +245,12 @@ class MineRLDemos:
             if missing:
                 self._skip(stream, f"missing {', '.join(missing)}")
                 continue
-            yield stream.name, read_v0_stream(stream, self.image_size)
+            try:
+                episode = read_v0_stream(stream, self.image_size)
+            except (MineRLFormatError, VideoError) as err:
+                self._skip(stream, str(err).removeprefix(f"MineRL stream {stream.name}: "))
+                continue
+            yield stream.name, episode
 
     def _skip(self, stream: Path, reason: str) -> None:
         self.skipped.append((stream.name, reason))
@@ -278,7 +309,7 @@ class MineRLRelease:
         if not self.videos:
             raise FileNotFoundError(f"MineRL release folder {self.folder} holds no .mp4 files")
         meta_path = self.folder / "metadata.json"
-        self.metadata = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        self.metadata = _read_json_object(meta_path, "MineRL release") if meta_path.exists() else None
         present = set()
         for entry in (self.metadata or {}).values():
             present |= set(entry)

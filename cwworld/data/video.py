@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +108,8 @@ def _decode_npz(path: Path, channels: int) -> np.ndarray:
             video = data[key]
     except VideoError:
         raise
-    except (OSError, ValueError, EOFError) as err:
-        raise VideoError(f"{path}: cannot read npz ({type(err).__name__}: {err})") from err
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise VideoError(f"{path}: cannot read npz, truncated or corrupted ({type(err).__name__}: {err})") from err
     if video.dtype != np.uint8 or video.ndim not in (3, 4) or (video.ndim == 4 and video.shape[-1] not in (1, 3)):
         raise VideoError(f"{path}: '{key}' must be uint8 [T, H, W] or [T, H, W, 1 or 3], "
                          f"found {video.dtype} {list(video.shape)}")
@@ -271,7 +273,12 @@ class VideoFolder(Dataset):
             if self.cache_dir is not None:
                 cached = self._cache_path(path)
                 if cached.exists():
-                    return cached, len(np.load(cached, mmap_mode="r"))
+                    try:
+                        return cached, len(np.load(cached, mmap_mode="r"))
+                    except (ValueError, OSError, EOFError) as err:  # a damaged cache entry: decode again
+                        warnings.warn(f"{cached}: unreadable decode cache for {path} ({err}); decoding again",
+                                      stacklevel=2)
+                        cached.unlink(missing_ok=True)
             video = read_video(path, self.image_size, self.channels, self.crop, self.smaller)
         except VideoError as err:
             return str(err).removeprefix(f"{path}: ")
