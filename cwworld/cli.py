@@ -70,6 +70,12 @@ def _eval(args) -> int:
 
     console = Console(stderr=True)
     results = []
+    # argparse gives every positional to RUN_DIR...; key=value ones that name no folder are overrides
+    overrides = [d for d in args.run_dirs if "=" in d and not Path(d).exists()]
+    args.run_dirs = [d for d in args.run_dirs if d not in overrides]
+    args.overrides = overrides + list(args.overrides)
+    if not args.run_dirs:
+        raise ValueError("expected at least one RUN_DIR before the key=value overrides")
     for run_dir in args.run_dirs:
         out = Path(args.out) / Path(run_dir).name if args.out and len(args.run_dirs) > 1 else args.out
         result, paths = evaluate_run(
@@ -146,14 +152,22 @@ def _convert(args) -> int:
 
 
 def _config(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.config is not None and "=" in args.config:  # `cwworld config key=value`: an override, not a name
+        overrides.insert(0, args.config)
+        args.config = None
+    cfg = load_config(args.config or "quickstart", overrides)
     sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return 0
 
 
 def _presets(args) -> int:
-    for name in preset_names():
-        print(name)
+    from .config import preset_description
+
+    names = preset_names()
+    width = max(len(name) for name in names)
+    for name in names:
+        print(f"{name:<{width}}  {preset_description(name)}")
     return 0
 
 
@@ -249,7 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere among the options (`train --run-dir X a=b --no-progress c=d`)
+    misplaced = [token for token in extra if "=" in token and not token.startswith("-")]
+    if extra and (len(misplaced) != len(extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(t for t in extra if t not in misplaced or not hasattr(args, 'overrides'))}")
+    if misplaced:
+        args.overrides = list(args.overrides) + misplaced
     if getattr(args, "command", None) == "train" and args.config is None:
         args.config = "quickstart"
     try:

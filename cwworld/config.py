@@ -335,6 +335,18 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_description(name: str) -> str:
+    """The first sentence of a preset's leading comment."""
+    lines = []
+    for line in (_preset_dir() / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
 def load_config(path_or_preset: Union[str, os.PathLike, None] = None, overrides=()) -> Config:
     """Load a YAML config file or a preset by name, apply ``key=value`` overrides, validate.
 

@@ -283,6 +283,8 @@ class Trainer:
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, disable=not self.show_progress,
         )
+        plain_lines = not (self.show_progress and self.console.is_terminal)
+        started, first_step = time.perf_counter(), self.step
         events = None
         if cfg.tensorboard:
             from .tensorboard import EventWriter
@@ -326,6 +328,12 @@ class Trainer:
                     last = self.step == cfg.steps
                     if self.step % cfg.log_every == 0 or last or evaluated:
                         self._log(metrics, events)
+                        if plain_lines:  # no live bar (a log file, or --no-progress): one line per log step
+                            elapsed = time.perf_counter() - started
+                            eta = elapsed / max(self.step - first_step, 1) * (cfg.steps - self.step)
+                            self.console.print(f"step {self.step}/{cfg.steps} loss={metrics['loss']:.1f} "
+                                               f"nll={metrics['nll']:.1f} {kls} {metrics['frames_per_s']:.0f} frames/s "
+                                               f"ETA {eta / 60:.1f} min", highlight=False)
                     if self.step % cfg.save_every == 0 or last:
                         self.save_checkpoint(numbered=True)
                     if self.step % cfg.sample_every == 0 or last:

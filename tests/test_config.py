@@ -111,3 +111,22 @@ def test_cli_refuses_zero_and_negative_counts(capsys):
             main(args)
         assert exit_info.value.code == 2
         assert "expected a" in capsys.readouterr().err
+
+
+def test_cli_takes_overrides_anywhere_and_config_defaults_to_the_quickstart(tmp_path, capsys, monkeypatch):
+    from cwworld import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_train", lambda args: seen.setdefault("train", (args.run_dir, args.overrides)) and 0)
+    assert cli.main(["train", "train.steps=1", "--run-dir", str(tmp_path), "model.levels=2", "--no-progress"]) == 0
+    assert seen["train"] == (str(tmp_path), ["train.steps=1", "model.levels=2"])
+    assert cli.main(["config", "model.levels=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "levels: 3" in printed and "steps: 1800" in printed  # the quickstart, with the override
+    assert cli.main(["presets"]) == 0
+    lines = {line.split()[0]: " ".join(line.split()[1:]) for line in capsys.readouterr().out.splitlines()}
+    assert lines["quickstart"].startswith("A small model on generated Moving MNIST") and len(lines) >= 10
+    monkeypatch.setattr("cwworld.evaluate.evaluate_run", lambda run_dir, out, **kw: seen.setdefault(
+        "eval", (run_dir, kw["overrides"])) and (_ for _ in ()).throw(FileNotFoundError("stop here")))
+    assert cli.main(["eval", str(tmp_path), "data.path=/data/x"]) == 2
+    assert seen["eval"] == (str(tmp_path), ["data.path=/data/x"])
