@@ -122,9 +122,16 @@ def _predict(args) -> int:
     from .viz import save_video, video_grid
 
     console = Console(stderr=True)
+    if Path(args.out).suffix.lower() not in (".gif", ".mp4"):  # before any work
+        raise ValueError(f"--out {args.out}: unsupported video extension {Path(args.out).suffix!r} (use .gif or .mp4)")
     model, config, step = load_model(args.run_dir, args.checkpoint, device=pick_device(args.device))
     size, channels = config.model.image_size, config.model.channels
-    video = read_video(args.video, size, channels, smaller="resize")
+    video = read_video(args.video, size, 3, smaller="resize")
+    if channels == 1:
+        if (video.max(axis=-1) != video.min(axis=-1)).any():
+            console.print(f"[yellow]{args.video}: a colour clip; this model reads grey frames (model.channels 1), "
+                          "so the clip is converted to grey[/]")
+        video = read_video(args.video, size, 1, smaller="resize")
     if len(video) < args.context:
         console.print(f"[red]{args.video}: {len(video)} frames, fewer than --context {args.context}[/]")
         return 2

@@ -117,6 +117,9 @@ def test_cli_eval_compares_runs_and_predict_writes_gif_and_mp4(trained_run, tmp_
         assert main(["predict", str(trained_run), "--video", str(tmp_path / "clip.mp4"), "--context", "4",
                      "--horizon", "6", "--samples", "2", "--out", str(tmp_path / out)]) == 0
     assert (tmp_path / "p.gif").read_bytes()[:6] == b"GIF89a"
+    assert "a colour clip; this model reads grey frames" in " ".join(capsys.readouterr().err.split())  # 1 channel
+    assert main(["predict", "no/such/run", "--video", "v.mp4", "--out", str(tmp_path / "p.png")]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "p.png").exists()  # refused before any work
     import av
 
     with av.open(str(tmp_path / "p.mp4")) as container:
