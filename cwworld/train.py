@@ -289,7 +289,8 @@ class Trainer:
         if cfg.tensorboard:
             from .tensorboard import EventWriter
 
-            events = EventWriter(self.run_dir)
+            # events a killed run wrote after its last checkpoint are logged again: TensorBoard drops the old ones
+            events = EventWriter(self.run_dir, purge_step=self.step + 1 if self.step else None)
         batches = self.batches()
         try:
             with progress:
@@ -403,10 +404,9 @@ class Trainer:
             "config": self.config.to_dict(),
         }
         folder = self.run_dir / "checkpoints"
-        latest = _atomic_torch_save(state, folder / "latest.pt")
-        if numbered:
+        if numbered:  # first: a kill before latest.pt is replaced redoes these steps and this save
             _atomic_torch_save(state, folder / f"step_{self.step:06d}.pt")
-        return latest
+        return _atomic_torch_save(state, folder / "latest.pt")
 
     def load_checkpoint(self, path: Union[str, os.PathLike, None] = None) -> None:
         """Resume from ``path``, default the newest intact checkpoint of the run (``latest.pt``, else

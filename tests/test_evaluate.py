@@ -281,3 +281,19 @@ def test_eval_outputs_hold_the_baselines(trained_run):
     record = json.loads(paths["json"].read_text())
     assert len(record["per_step"]["random_psnr"]) == 3 and "baseline black" in record["definition"]
     assert 0 <= record["frames_beating_baselines"]["ssim"] <= 3
+
+
+def test_events_logged_after_the_last_checkpoint_are_not_counted_twice_after_a_resume(tmp_path):
+    import shutil
+
+    Trainer(tiny_run_config(4, save_every=2), tmp_path, progress=False).train()
+    # as if killed after logging steps 3 and 4 but before saving step 4's checkpoint
+    folder = tmp_path / "checkpoints"
+    shutil.copy(folder / "step_000002.pt", folder / "latest.pt")
+    (folder / "step_000004.pt").unlink()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    Trainer(tiny_run_config(4, save_every=2), tmp_path, progress=False).train()
+    scalars = read_scalars(tmp_path)
+    assert [step for step, _ in scalars["loss"]] == [1, 2, 3, 4]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(lines) == 4
+    assert (folder / "step_000004.pt").exists()  # the numbered checkpoint is written again
