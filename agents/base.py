@@ -150,12 +150,14 @@ class Agent:
             first |= torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=self.device).reshape(-1)
         if self.model is not None:
             self.state = self.model.observe_step(self.state, image, self.prev_action, first)
-        self.reset_plans(first)
+        if bool(first.any()):
+            self.reset_plans(first)
         self.starting[:] = False
         self.frames_seen += 1
         action = self.choose(self.state, first)  # (num_envs, dim)
         self.prev_action = action.float()
-        return self.spec.to_env(action) if self.num_envs > 1 else self.spec.to_env(action)[0]
+        actions = self.spec.to_env(action)
+        return actions if self.num_envs > 1 else actions[0]
 
     def __call__(self, observation):
         """``act(observation)``: an agent is a policy for :func:`cwworld.envs.collect`."""

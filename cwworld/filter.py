@@ -74,7 +74,6 @@ def _causal_step(model, state: CWState, frame, action_prev, first, sample: bool)
     t, L = state.step, model.levels
     keep = (~first).float()[:, None]  # (B, 1): an episode start empties every held state and window
     pending = state.memory if isinstance(state.memory, PendingFrames) else PendingFrames([None] * L, [None] * L)
-    carried = lambda items, level: items[level] if level < len(items) else None  # noqa: E731
     h_out, z_out = [None] * L, [None] * L
     action_sum, embed_sum = [None] * L, [None] * L
     frames_out, weights_out = [None] * L, [None] * L
@@ -84,9 +83,9 @@ def _causal_step(model, state: CWState, frame, action_prev, first, sample: bool)
         ticks = t % model.periods[level] == 0
         actions = action_prev
         if level and model.action_dims[level] and action_prev is not None:
-            before = carried(state.action_sum, level)
+            before = state.action_sum[level]
             actions = action_prev if before is None else before * keep + action_prev  # (B, A)
-        settled = carried(state.embed_sum, level)
+        settled = state.embed_sum[level]
         settled = None if settled is None else settled * keep  # (B, E) or None
         if level:  # the window's frames so far, this one included
             if pending.frames[level] is None:

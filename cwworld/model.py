@@ -46,6 +46,7 @@ The world-model additions live next door: heads and vector observations in
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Callable, Optional, Sequence
@@ -163,14 +164,16 @@ class CWVAE(nn.Module):
         """The shared per-frame embedding ``[B, T, E]`` (conv net, plus the vector observations),
         before the upper levels' MLPs; the bottom level reads it as it is."""
         B, T = image.shape[:2]
-        frames = rearrange(image, "b t h w c -> (b t) c h w")  # a view: NHWC memory
-        frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-        if not self.config.channels_last:
-            frames = frames.contiguous()
-        e = rearrange(self.encoder(frames), "(b t) e -> b t e", b=B)
+        e = rearrange(self.encoder(self._model_frames(image)), "(b t) e -> b t e", b=B)
         if self.vectors is not None:
             e = torch.cat([e, self.vectors.encode(vectors, B, T, self.device)], dim=-1)
         return e
+
+    def _model_frames(self, image: torch.Tensor) -> torch.Tensor:
+        """``[B, T, H, W, C]`` -> float ``[B*T, C, H, W]`` in [0, 1], channels-last in memory when configured."""
+        frames = rearrange(image, "b t h w c -> (b t) c h w")  # a view: NHWC memory
+        frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+        return frames if self.config.channels_last else frames.contiguous()
 
     def settle(self, state: CWState) -> CWState:
         """The same state with the frames that :meth:`observe_step` left pending in its ``causal``
@@ -291,11 +294,9 @@ class CWVAE(nn.Module):
         causal = self.config.windows == "causal"
         reads = [embeds is not None and (use_obs is None or bool(use_obs[level])) for level in range(L)]
         seg = segment_starts(is_first, length, B, dev)  # (B, length): latest episode start, -1 = none
-        carried = lambda items, level: items[level] if level < len(items) else None  # noqa: E731
         followed, priors = [None] * L, [None] * L
         h_out, z_out = list(state.h), list(state.z)
-        action_sum = [carried(state.action_sum, level) for level in range(L)]
-        embed_sum = [carried(state.embed_sum, level) for level in range(L)]
+        action_sum, embed_sum = list(state.action_sum), list(state.embed_sum)
         above = None  # (tick offsets of the level above, its features at them, its held features)
         for level in reversed(levels):
             period, cell = self.periods[level], self.cells[level]
@@ -310,7 +311,7 @@ class CWVAE(nn.Module):
                     summary = self.action_mlps[level - 1](
                         window_sums(action_prev, offsets, period, seg, action_sum[level]))  # (B, n, action_embed)
                     action_sum[level] = pending_sum(action_prev, offsets, seg, action_sum[level])
-            cond = cell.condition(self._context(level, above, offsets, seg), summary)
+            cond = cell.condition(self._context(above, offsets, ticks, seg), summary)
 
             embed_proj = None  # the posterior's window embedding, projected
             if reads[level]:
@@ -379,9 +380,9 @@ class CWVAE(nn.Module):
             return LevelStates(empty, empty, empty, h.new_zeros(B, 0, self.deter[level]))
         return LevelStates(torch.stack(means, 1), torch.stack(stds, 1), torch.stack(zs, 1), torch.stack(hs, 1))
 
-    def _context(self, level: int, above, offsets: range, seg: torch.Tensor) -> Optional[torch.Tensor]:
-        """Context of each tick of ``level``: the features of the level above at its latest tick
-        at or before it (its held features before its first tick in this chunk), zero where an
+    def _context(self, above, offsets: range, ticks: torch.Tensor, seg: torch.Tensor) -> Optional[torch.Tensor]:
+        """Context of each tick (``offsets``, and the same as a tensor, ``ticks``): the features of
+        the level above at its latest tick at or before it (its held features before its first tick in this chunk), zero where an
         episode started after that tick -> ``[B, n, D]``."""
         if above is None:
             return None
@@ -391,7 +392,6 @@ class CWVAE(nn.Module):
         context = table[:, (j + 1).to(feats.device)]  # (B, n, D)
         source = torch.as_tensor([-1 if jj < 0 else up.start + jj * up.step for jj in j.tolist()],
                                  dtype=torch.long, device=feats.device)  # the upper tick's offset
-        ticks = torch.as_tensor(list(offsets), dtype=torch.long, device=feats.device)
         current = (seg[:, ticks] <= source).float()[..., None]  # (B, n, 1)
         return context * current
 
@@ -465,11 +465,8 @@ class CWVAE(nn.Module):
         if frames:
             per_step += self.config.image_size**2 * self.config.channels
         need = 4 * batch * horizon * per_step  # bytes, float32
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-            return
-        if need > total / 2:
+        total = _physical_memory()
+        if total is not None and need > total / 2:
             raise ValueError(f"horizon {horizon} for a batch of {batch} would hold about {need / 2**30:.1f} GiB of "
                              f"states{' and frames' if frames else ''} (this machine has {total / 2**30:.0f} GiB); "
                              "roll out in pieces instead: imagine(imagine(state, a).last, b) equals imagine(state, a + b)")
@@ -609,8 +606,7 @@ class CWVAE(nn.Module):
         traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B))
 
         mean = self.decoder(rearrange(traj.features, "b t f -> (b t) f"))  # (B*T, C, H, W)
-        target = rearrange(image, "b t h w c -> (b t) c h w")
-        target = target.float() / 255.0 if target.dtype == torch.uint8 else target.float()
+        target = self._model_frames(image)  # (B*T, C, H, W)
         sigma = self.config.dec_stddev
         sq_err = (target - mean).square().sum() / B  # per sequence
         pixels = target[0].numel()
@@ -648,6 +644,15 @@ class CWVAE(nn.Module):
             **head_terms,
         }
         return loss, terms
+
+
+@functools.lru_cache(maxsize=1)
+def _physical_memory() -> Optional[int]:
+    """This machine's memory in bytes (None where the OS does not say); asked once."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
 
 
 def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:

@@ -96,6 +96,12 @@ class CWState:
     action: Optional[torch.Tensor] = None
     memory: Union[FilterMemory, PendingFrames, None] = None
 
+    def __post_init__(self):
+        # a state built by hand (CWState(h, z, step)) carries empty windows: one None per level
+        levels = len(self.h)
+        self.action_sum = list(self.action_sum) + [None] * (levels - len(self.action_sum))
+        self.embed_sum = list(self.embed_sum) + [None] * (levels - len(self.embed_sum))
+
     @property
     def batch_size(self) -> int:
         return self.h[0].shape[0]

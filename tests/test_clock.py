@@ -41,7 +41,7 @@ def test_upper_state_is_held_over_its_children():
     feats = torch.arange(6, dtype=torch.float32).view(1, 6, 1)  # level-1 features at its 6 ticks
     held = torch.full((1, 1), -1.0)
     seg = torch.full((1, T), -1)  # no episode start
-    ctx = model._context(0, (range(0, T, k), feats, held), range(T), seg)
+    ctx = model._context((range(0, T, k), feats, held), range(T), torch.arange(T), seg)
     # bottom step t reads level 1's state from its tick at floor(t / k)
     assert ctx[0, :, 0].tolist() == [t // k for t in range(T)]
 
@@ -51,7 +51,7 @@ def test_context_before_the_first_upper_tick_is_the_held_state():
     # chunk starts at global step 3: level 1 (period 2) next ticks at offset 1
     feats = torch.tensor([[[10.0], [11.0]]])  # its ticks at offsets 1 and 3
     held = torch.tensor([[-1.0]])
-    ctx = model._context(0, (range(1, 4, 2), feats, held), range(4), torch.full((1, 4), -1))
+    ctx = model._context((range(1, 4, 2), feats, held), range(4), torch.arange(4), torch.full((1, 4), -1))
     assert ctx[0, :, 0].tolist() == [-1.0, 10.0, 10.0, 11.0]
 
 
