@@ -98,6 +98,12 @@ def _eval(args) -> int:
             beats = s["frames_beating_baselines"]
             lines.append(f"  the model's mean beats every baseline for the first {beats['ssim']} predicted frames "
                          f"by SSIM, {beats['psnr']} by PSNR")
+        if result.identity is not None:
+            t = result.identity.mean(axis=(0, 1))
+            marks = [m for m in (1, 10, 100, 300, 1000) if m <= len(t)]
+            lines.append("  digit identity accuracy (mean of samples) at frames " + ", ".join(
+                f"{m}: {t[m - 1]:.0%}" for m in marks) + "; baselines over the horizon: " + ", ".join(
+                f"{name} {s[f'{name}_identity_avg']:.0%}" for name in result.baselines))
         if result.lpips is not None:
             lines.append(f"  LPIPS mean {s['lpips_mean_avg']:.4f}, best {s['lpips_best_avg']:.4f}")
         if result.fvd is not None:

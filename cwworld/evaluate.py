@@ -106,6 +106,7 @@ class EvalResult:
     name: str = "model"
     step: Optional[int] = None
     lpips: Optional[np.ndarray] = None  # [videos, samples, horizon] when LPIPS weights were given
+    identity: Optional[np.ndarray] = None  # [videos, samples, horizon] digit identity accuracy (Moving MNIST)
     fvd: Optional[float] = None  # FVD of the first `fvd_frames` predicted frames (sample 0) vs the truth
     fvd_frames: Optional[int] = None
     predictions: Optional[np.ndarray] = None  # uint8 grid video: truth and samples
@@ -120,7 +121,7 @@ class EvalResult:
     def curves(self) -> dict[str, np.ndarray]:
         """``{ssim_mean, ssim_best, psnr_mean, psnr_best}`` (and ``lpips_*``), each ``[horizon]``."""
         out = {}
-        for metric in ("ssim", "psnr", "lpips"):
+        for metric in ("ssim", "psnr", "lpips", "identity"):
             values = getattr(self, metric)  # [V, S, H]
             if values is None:
                 continue
@@ -152,7 +153,8 @@ class EvalResult:
             **{f"{key}_avg": float(value.mean()) for key, value in curves.items()},
             "fvd": self.fvd, "fvd_frames": self.fvd_frames,
             "kl_per_frame": self.kl_per_frame, "kl_per_tick": self.kl_per_tick,
-            **({"frames_beating_baselines": {m: self.frames_beating_baselines(m) for m in ("ssim", "psnr")}}
+            **({"frames_beating_baselines": {m: self.frames_beating_baselines(m) for m in ("ssim", "psnr", "identity")
+                                             if getattr(self, m) is not None}}
                if self.baselines else {}),
         }
 
@@ -178,7 +180,9 @@ def evaluate(
     (``T >= context + horizon``); the first ``num_videos`` (default all) are used.
     ``lpips``: a :class:`cwworld.lpips.LPIPS` to also report LPIPS (lower is better).
     ``i3d``: a :class:`cwworld.fvd.I3DFeatures` to also report FVD between the first
-    ``fvd_frames`` predicted frames (the first sample) and the true ones."""
+    ``fvd_frames`` predicted frames (the first sample) and the true ones.
+    Moving MNIST videos (a dataset with ``layout(i)``, 64x64 grey) also get the digit identity
+    accuracy of every predicted frame (:mod:`cwworld.digits`), for the model and the baselines."""
     total = len(videos) if num_videos is None else min(num_videos, len(videos))
     if total < 1:
         raise ValueError("evaluate: the dataset holds no videos")
@@ -186,7 +190,10 @@ def evaluate(
     model.eval()
     device = model.device
     ssims, psnrs, lpipses, kls, grids = [], [], [], [], {}
-    baseline_values = {name: {"ssim": [], "psnr": []} for name in BASELINES}
+    classifier = _digit_classifier(videos, model)
+    identities = []
+    baseline_values = {name: {"ssim": [], "psnr": [], **({"identity": []} if classifier else {})}
+                       for name in BASELINES}
     real_feats, fake_feats = [], []
     clip = min(fvd_frames, horizon)
     L, k = model.levels, model.config.factor
@@ -217,9 +224,19 @@ def evaluate(
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
             others = torch.stack([videos[(i + 1) % total]["image"][context:length]
                                   for i in range(start, start + len(items))]).to(device).float() / 255.0
+            if classifier is not None:
+                from .digits import digit_identity
+
+                layouts = [videos.layout(i) for i in range(start, start + len(items))]
+                labels = np.stack([labels for labels, _ in layouts])  # (B, n)
+                corners = np.stack([corners[context:length] for _, corners in layouts])  # (B, horizon, n, 2)
+                identities.append(digit_identity(classifier, pred, labels, corners))
             for baseline, frames in _baseline_frames(truth, context, others).items():
                 baseline_values[baseline]["ssim"].append(ssim(frames, target).cpu())
                 baseline_values[baseline]["psnr"].append(psnr(frames, target).cpu())
+                if classifier is not None:
+                    baseline_values[baseline]["identity"].append(
+                        digit_identity(classifier, frames[:, None], labels, corners)[:, 0])
             if lpips is not None:
                 lpips = lpips.to(device)
                 rgb = (lambda v: v.expand(*v.shape[:-1], 3)) if pred.shape[-1] == 1 else (lambda v: v)  # noqa: E731
@@ -247,6 +264,7 @@ def evaluate(
         fvd=fvd, fvd_frames=clip if i3d is not None else None,
         ssim=torch.cat(ssims).numpy(), psnr=torch.cat(psnrs).numpy(),
         lpips=torch.cat(lpipses).numpy() if lpipses else None,
+        identity=torch.cat(identities).numpy() if identities else None,
         kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
         context=context, horizon=horizon, num_samples=num_samples, name=name, **grids,
         baselines={b: {m: torch.cat(v).numpy() for m, v in values.items()} for b, values in baseline_values.items()},
@@ -258,6 +276,15 @@ BASELINES = {
     "last": "the last context frame, repeated",
     "random": "the same frames of another held-out video (video i + 1), the paper's 'random' line",
 }
+
+
+def _digit_classifier(videos, model: CWVAE):
+    """The digit classifier when ``videos`` are Moving MNIST at the classifier's scale, else None."""
+    if not hasattr(videos, "layout") or model.config.channels != 1 or model.config.image_size != 64:
+        return None
+    from .digits import load_classifier
+
+    return load_classifier()
 
 
 def _baseline_frames(truth: torch.Tensor, context: int, others: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -297,9 +324,10 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
     paths = {}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    columns = [key for key in ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best", "lpips_mean", "lpips_best")
-               if key in curves]
-    columns += [f"{name}_{metric}" for name in result.baselines for metric in ("ssim", "psnr")]
+    columns = [key for key in ("ssim_mean", "ssim_best", "psnr_mean", "psnr_best", "lpips_mean", "lpips_best",
+                               "identity_mean", "identity_best") if key in curves]
+    columns += [f"{name}_{metric}" for name in result.baselines for metric in ("ssim", "psnr", "identity")
+                if f"{name}_{metric}" in curves]
     writer.writerow(["t", "frame", *columns])
     for i in range(result.horizon):
         writer.writerow([i + 1, result.context + i] + [f"{curves[key][i]:.6f}" for key in columns])
@@ -309,6 +337,9 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
                              "psnr": "10 log10(1 / mse), data range 1, capped at 100 dB",
                              "mean": "mean over samples, then over videos",
                              "lpips": "AlexNet LPIPS v0.1 from local weights (lower is better)",
+                             "identity": "Moving MNIST: the fraction of digits that the shipped classifier "
+                                         "reads as their true class in the 28x28 window at their true "
+                                         "position (cwworld.digits)",
                              "best": "per video the sample with the best horizon-averaged metric",
                              **{f"baseline {name}": text for name, text in BASELINES.items()},
                              "frames_beating_baselines": "predicted frames, from the first, in which the mean "
@@ -327,8 +358,9 @@ def write_results(result: EvalResult, out_dir: Union[str, os.PathLike], fps: flo
 
 
 def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]) -> dict[str, Path]:
-    """``ssim.png`` and ``psnr.png``: each metric against the horizon, one colour per result
-    (solid: mean over samples, dashed: best of N), like the paper's Fig. 1."""
+    """``ssim.png`` and ``psnr.png`` (and ``identity.png`` for Moving MNIST): each metric against
+    the horizon, one colour per result (solid: mean over samples, dashed: best of N), like the
+    paper's Fig. 1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,7 +369,12 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for metric, label in (("ssim", "SSIM"), ("psnr", "PSNR (dB)")):
+    metrics = [("ssim", "SSIM"), ("psnr", "PSNR (dB)")]
+    if "identity_mean" in results[0].curves():
+        metrics.append(("identity", "digit identity accuracy"))
+    for metric, label in metrics:
+        if f"{metric}_mean" not in results[0].curves():
+            continue
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
         for i, result in enumerate(results):
             curves = result.curves()
@@ -357,7 +394,7 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         videos = ", ".join(sorted({str(r.num_videos) for r in results}))
-        ax.set_title(f"open-loop {label.split()[0]}, {videos} test videos, context {results[0].context}", fontsize=9)
+        ax.set_title(f"open-loop {label.split(' (')[0]}, {videos} test videos, context {results[0].context}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
         try:

@@ -270,14 +270,17 @@ def test_every_evaluation_carries_the_baselines_and_a_black_model_scores_the_bla
     expected = ssim(torch.from_numpy(np.repeat(truth[:, 3:4], 6, 1)), torch.from_numpy(truth[:, 4:])).numpy()
     assert np.allclose(result.baselines["last"]["ssim"], expected, atol=1e-6)
     summary = result.summary()
-    assert summary["frames_beating_baselines"] == {"ssim": 0, "psnr": 0}  # a tie is no win
+    assert summary["frames_beating_baselines"] == {"ssim": 0, "psnr": 0, "identity": 0}  # a tie is no win
+    assert np.array_equal(result.identity[:, 0], result.baselines["black"]["identity"])
     assert summary["black_ssim_avg"] == pytest.approx(float(curves["black_ssim"].mean()))
 
 
 def test_eval_outputs_hold_the_baselines(trained_run):
     result, paths = evaluate_run(trained_run, horizon=3, num_videos=2)
     header = paths["csv"].read_text().splitlines()[0].split(",")
-    assert header[-6:] == ["black_ssim", "black_psnr", "last_ssim", "last_psnr", "random_ssim", "random_psnr"]
+    assert header[-9:] == ["black_ssim", "black_psnr", "black_identity", "last_ssim", "last_psnr", "last_identity",
+                           "random_ssim", "random_psnr", "random_identity"]
+    assert "identity_mean" in header and (paths["csv"].parent / "identity.png").exists()
     record = json.loads(paths["json"].read_text())
     assert len(record["per_step"]["random_psnr"]) == 3 and "baseline black" in record["definition"]
     assert 0 <= record["frames_beating_baselines"]["ssim"] <= 3
@@ -297,3 +300,38 @@ def test_events_logged_after_the_last_checkpoint_are_not_counted_twice_after_a_r
     assert [step for step, _ in scalars["loss"]] == [1, 2, 3, 4]
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(lines) == 4
     assert (folder / "step_000004.pt").exists()  # the numbered checkpoint is written again
+
+
+def test_the_digit_classifier_reads_held_out_digits_and_the_identity_metric_separates_right_from_wrong():
+    from cwworld.data.moving_mnist import load_digits, load_labels
+    from cwworld.digits import accuracy, digit_identity, load_classifier
+
+    classifier = load_classifier()
+    assert accuracy(classifier, load_digits(None, "test"), load_labels(None, "test")) >= 0.95  # 500 held-out digits
+    videos = MovingMNIST(num_videos=24, seq_len=60, split="test", seed=3)
+    frames = torch.stack([videos[i]["image"] for i in range(24)])[:, None]  # (24, 1, 60, 64, 64, 1)
+    layouts = [videos.layout(i) for i in range(24)]
+    labels, corners = np.stack([a for a, _ in layouts]), np.stack([c for _, c in layouts])
+    truth = digit_identity(classifier, frames, labels, corners)
+    assert truth.shape == (24, 1, 60) and float(truth.mean()) >= 0.9  # ground truth (overlaps included)
+    # the same motion drawn with other digits (another video's), read against these labels: chance
+    other = torch.from_numpy(np.stack([_redraw(videos, i, (i + 5) % 24) for i in range(24)]))[:, None]
+    shuffled = float(digit_identity(classifier, other, labels, corners).mean())
+    same = np.mean([set(labels[i]) & set(labels[(i + 5) % 24]) != set() for i in range(24)])
+    assert shuffled < 0.25, (shuffled, same)
+
+
+def _redraw(videos, index: int, digits_of: int) -> np.ndarray:
+    """Video ``index``'s motion with the digits of video ``digits_of``."""
+    from cwworld.data.moving_mnist import DIGIT_SIZE, _SPLITS, moving_mnist_video
+
+    rng = np.random.default_rng([videos.seed, _SPLITS[videos.split], digits_of])
+    _, which, _ = moving_mnist_video(rng, videos.digits, 2, with_layout=True)
+    _, corners = videos.layout(index)
+    frames = np.zeros((videos.seq_len, 64, 64, 1), np.uint8)
+    for t in range(videos.seq_len):
+        for i, d in enumerate(which):
+            y, x = corners[t, i]
+            window = frames[t, y:y + DIGIT_SIZE, x:x + DIGIT_SIZE, 0]
+            np.maximum(window, videos.digits[d], out=window)
+    return frames

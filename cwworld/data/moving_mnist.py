@@ -87,6 +87,44 @@ def load_digits(path: Optional[Union[str, os.PathLike]] = None, split: str = "tr
     return _check_digits(read_idx(path), path)
 
 
+_LABEL_NAMES = {
+    "train": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def load_labels(path: Optional[Union[str, os.PathLike]] = None, split: str = "train") -> np.ndarray:
+    """The classes ``uint8 [N]`` of :func:`load_digits`' digits (same ``path`` and ``split``): the
+    shipped npz's ``train_labels``/``test_labels``, Keras' ``y_train``/``y_test``, or the IDX label
+    files next to the image files."""
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', found {split!r}")
+    if path is None:
+        with resources.as_file(resources.files("cwworld.data") / "assets" / "mnist_digits.npz") as shipped:
+            return _labels_from_npz(shipped, split)
+    path = Path(path)
+    if path.is_dir() and (path / "mnist.npz").exists():
+        return _labels_from_npz(path / "mnist.npz", split)
+    if path.suffix == ".npz":
+        return _labels_from_npz(path, split)
+    folder = path if path.is_dir() else path.parent
+    for name in _LABEL_NAMES[split]:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.exists():
+                return read_idx(candidate)
+    raise FileNotFoundError(f"MNIST labels: {folder} holds no {_LABEL_NAMES[split][0]}[.gz]")
+
+
+def _labels_from_npz(path: Path, split: str) -> np.ndarray:
+    keys = (f"y_{split}", f"{split}_labels")
+    with np.load(path, allow_pickle=False) as data:
+        for key in keys:
+            if key in data:
+                return np.asarray(data[key]).astype(np.uint8)
+        raise KeyError(f"{path}: no digit labels for split {split!r}: expected key {' or '.join(keys)}, "
+                       f"found keys {sorted(data.files)}")
+
+
 def _digits_from_npz(path: Path, split: str) -> np.ndarray:
     keys = (f"x_{split}", f"{split}_images")
     with np.load(path, allow_pickle=False) as data:
@@ -120,10 +158,13 @@ def moving_mnist_video(
     image_size: int = 64,
     speed: float = 1.0,
     velocity_range: tuple[float, float] = (2.0, 6.0),
-) -> np.ndarray:
-    """One video ``uint8 [length, image_size, image_size, 1]``."""
+    with_layout: bool = False,
+):
+    """One video ``uint8 [length, image_size, image_size, 1]``; with ``with_layout`` also the
+    chosen digits' indices ``[num_digits]`` and their top-left corners ``[length, num_digits, 2]`` (y, x)."""
     high = float(image_size - DIGIT_SIZE)
-    chosen = digits[rng.integers(len(digits), size=num_digits)]
+    which = rng.integers(len(digits), size=num_digits)
+    chosen = digits[which]
     start = rng.uniform(0.0, high, size=(num_digits, 2))  # (y, x) of the top-left corner
     magnitude = rng.uniform(*velocity_range, size=num_digits) * speed
     angle = rng.uniform(0.0, 2.0 * np.pi, size=num_digits)
@@ -135,7 +176,7 @@ def moving_mnist_video(
             y, x = corners[t, i]
             window = video[t, y : y + DIGIT_SIZE, x : x + DIGIT_SIZE, 0]
             np.maximum(window, chosen[i], out=window)
-    return video
+    return (video, which, corners) if with_layout else video
 
 
 class MovingMNIST(Dataset):
@@ -172,6 +213,7 @@ class MovingMNIST(Dataset):
         self.num_videos, self.seq_len, self.split = num_videos, seq_len, split
         self.num_digits, self.speed, self.image_size, self.seed = num_digits, speed, image_size, seed
         self.digits = load_digits(digits, split)
+        self.digits_path, self.labels = digits, None  # labels are read when a layout is asked for
 
     def __len__(self) -> int:
         return self.num_videos
@@ -182,6 +224,18 @@ class MovingMNIST(Dataset):
             raise IndexError(f"MovingMNIST: index {index} out of range for {self.num_videos} videos")
         rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
         return moving_mnist_video(rng, self.digits, self.seq_len, self.num_digits, self.image_size, self.speed)
+
+    def layout(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Video ``index``'s digit classes ``[num_digits]`` and top-left corners ``[seq_len,
+        num_digits, 2]`` (y, x), for the digit-identity metric (:mod:`cwworld.digits`)."""
+        if not 0 <= index < self.num_videos:
+            raise IndexError(f"MovingMNIST: index {index} out of range for {self.num_videos} videos")
+        if self.labels is None:
+            self.labels = load_labels(self.digits_path, self.split)
+        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
+        _, which, corners = moving_mnist_video(rng, self.digits, self.seq_len, self.num_digits, self.image_size,
+                                               self.speed, with_layout=True)
+        return self.labels[which], corners
 
     def __getitem__(self, index: int) -> dict:
         return {"image": torch.from_numpy(self.video(int(index)))}
