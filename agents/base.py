@@ -167,6 +167,14 @@ class Agent:
         """The agent's actions ``[B, A]`` for model states (e.g. inside :meth:`CWVAE.imagine`)."""
         return self.choose(state, None)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps to continue exactly: the agent's random generator (and, in
+        subclasses, what they learn). Filter states and plans are not kept: episodes restart."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     # -- for subclasses ----------------------------------------------------------------
 
     def choose(self, state, is_first: Optional[torch.Tensor]) -> torch.Tensor:

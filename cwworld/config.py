@@ -246,6 +246,7 @@ class DataConfig:
     env: Optional[str] = None  # replay, online: gymnasium id to collect from (e.g. cwworld/CueCorridor-v0)
     capacity: int = 1_000_000  # replay, online: steps kept in RUN_DIR/replay
     prefill: int = 2000  # replay, online: random-policy steps collected before training
+    episode_starts: float = 0.0  # replay, online: share of each batch starting at an episode's first step
     collect_every: int = 100  # replay, online: training steps between collection rounds
     collect_steps: int = 500  # replay, online: environment steps per collection round
 
@@ -257,6 +258,7 @@ class DataConfig:
         _check_min("data.workers", self.workers, 0)
         for name in ("capacity", "prefill", "collect_every", "collect_steps"):
             _check_min(f"data.{name}", getattr(self, name), 1)
+        _check_range("data.episode_starts", self.episode_starts, 0.0, 1.0)
 
 
 @dataclass
@@ -279,11 +281,12 @@ class AgentConfig:
     """The agent that collects experience in online runs (``data.env`` set) and is evaluated there.
 
     ``random`` collects with uniform actions; ``cem``, ``mppi`` and ``clockwork`` plan with the
-    world model being trained (see :mod:`cwworld.agents`). The prefill is always random.
+    world model being trained; ``actor_critic`` learns a policy in its imagination, one update
+    after each world-model update (see :mod:`cwworld.agents`). The prefill is always random.
     """
 
-    kind: Literal["random", "cem", "mppi", "clockwork"] = "random"
-    horizon: int = 12  # cem, mppi: imagined steps per candidate
+    kind: Literal["random", "cem", "mppi", "clockwork", "actor_critic"] = "random"
+    horizon: int = 12  # cem, mppi: imagined steps per candidate; actor_critic: per imagined rollout
     population: int = 128  # candidates per environment and iteration
     elites: int = 16  # best candidates the sampling distribution is refitted to
     iterations: int = 3  # sample-score-refit rounds per decision
@@ -291,12 +294,23 @@ class AgentConfig:
     explore: float = 0.1  # while collecting: chance of a random discrete action (Box: noise std)
     level: int = 1  # clockwork: the upper level that plans the far future
     windows: int = 8  # clockwork: far windows of that level
+    return_lambda: float = 0.95  # actor_critic: λ of the λ-returns
+    entropy: float = 3.0e-3  # actor_critic: weight of the policy's entropy
+    actor_lr: float = 3.0e-4  # actor_critic
+    critic_lr: float = 3.0e-4  # actor_critic
+    starts: int = 256  # actor_critic: imagination start states per update (at most)
+    hidden: int = 256  # actor_critic: width of the actor's and critic's MLPs
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
 
     def validate(self) -> None:
-        for name in ("horizon", "population", "elites", "iterations", "level", "windows", "eval_episodes"):
+        for name in ("horizon", "population", "elites", "iterations", "level", "windows", "eval_episodes", "starts",
+                     "hidden"):
             _check_min(f"agent.{name}", getattr(self, name), 1)
+        _check_range("agent.return_lambda", self.return_lambda, 0.0, 1.0)
+        _check_range("agent.entropy", self.entropy, 0.0, 1.0)
+        for name in ("actor_lr", "critic_lr"):
+            _check_range(f"agent.{name}", getattr(self, name), 0.0, 1.0, low_open=True)
         _check_min("agent.eval_every", self.eval_every, 0)
         _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)
         _check_range("agent.explore", self.explore, 0.0, 1.0)

@@ -247,6 +247,58 @@ class CWVAE(nn.Module):
         last.action = None if action is None else action[:, -1]
         return Trajectory(posts, priors, last)
 
+    def start_states(self, traj: Trajectory, action=None, is_first=None) -> list[tuple[torch.Tensor, CWState]]:
+        """The posterior state after every step of a trajectory observed from clock step 0: where
+        imagination starts in actor-critic training (as in Dreamer).
+
+        A :class:`CWState` has one clock step for its whole batch, so the ``B * T`` states come
+        grouped by clock phase ``(t + 1) % k**(L-1)``: a list of ``(index, state)`` with ``index``
+        ``[N]`` the flat positions ``b * T + t`` and ``state`` the carry after frame ``t``. Each
+        level holds its state of its latest tick ``o <= t`` (zero if an episode started after
+        ``o``) and its open action window ``(o, t]``; ``embed_sum`` stays empty (imagination
+        reads no frames). Detached.
+
+        Args:
+            traj: :meth:`observe` (or the training loss's) trajectory from ``initial(B)``.
+            action: ``[B, T, A]`` the actions of the observed steps (``action[:, t]`` after frame ``t``).
+            is_first: ``[B, T]`` episode starts, or None.
+        """
+        B, T = traj.posterior[0].h.shape[:2]
+        dev = self.device
+        seg = segment_starts(is_first, T, B, dev)  # (B, T)
+        t = torch.arange(T, device=dev)
+        cum = None
+        if action is not None and self.config.action_dim:
+            action = action.float()
+            action_prev = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)  # leads into each step
+            if is_first is not None:
+                action_prev = action_prev * (~is_first.bool())[..., None]
+            cum = F.pad(action_prev.cumsum(1), (0, 0, 1, 0))  # (B, T+1, A): cum[:, j] = sum of steps < j
+        hs, zs, sums = [], [], []
+        for level in range(self.levels):
+            period, post = self.periods[level], traj.posterior[level]
+            tick = (t // period) * period  # (T,) the level's latest tick at or before t
+            alive = (seg <= tick).float()[..., None]  # (B, T, 1)
+            hs.append((post.h[:, t // period] * alive).detach().flatten(0, 1))  # (B*T, deter)
+            zs.append((post.z[:, t // period] * alive).detach().flatten(0, 1))
+            if level and self.action_dims[level] and cum is not None:
+                lo = torch.maximum(tick.expand(B, T), seg - 1)  # the window seen so far is (lo, t]
+                seen = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, cum.shape[-1]))
+                sums.append(seen.detach().flatten(0, 1))  # (B*T, A)
+            elif level and self.action_dims[level]:
+                sums.append(torch.zeros(B * T, self.config.action_dim, device=dev))
+            else:
+                sums.append(None)
+        phase = ((t + 1) % self.periods[-1]).repeat(B)  # (B*T,)
+        groups = []
+        for p in range(self.periods[-1]):
+            index = (phase == p).nonzero()[:, 0]
+            if len(index):
+                pick = lambda x: None if x is None else x[index]  # noqa: E731
+                groups.append((index, CWState([pick(h) for h in hs], [pick(z) for z in zs], p,
+                                              [pick(s) for s in sums])))
+        return groups
+
     def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True,
                      vectors_t: Optional[dict] = None) -> CWState:
         """Filter one frame online: the state after ``image_t``, for an agent acting as it goes.
@@ -593,8 +645,10 @@ class CWVAE(nn.Module):
         loss, terms = self.loss_terms(batch, validate)
         return loss, {name: float(value) for name, value in terms.items()}
 
-    def loss_terms(self, batch: dict, validate: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Like :meth:`loss` but the metrics stay 0-dim tensors (no host sync; compile-friendly)."""
+    def loss_terms(self, batch: dict, validate: bool = True, with_trajectory: bool = False):
+        """Like :meth:`loss` but the metrics stay 0-dim tensors (no host sync; compile-friendly).
+        ``with_trajectory``: also return the posterior :class:`Trajectory` (``(loss, terms, traj)``),
+        e.g. for :meth:`start_states`."""
         if validate:
             batch = inputs.check_batch(self, batch)
         image, action, is_first = batch["image"], batch.get("action"), batch.get("is_first")
@@ -643,7 +697,7 @@ class CWVAE(nn.Module):
             **terms,
             **head_terms,
         }
-        return loss, terms
+        return (loss, terms, traj) if with_trajectory else (loss, terms)
 
 
 @functools.lru_cache(maxsize=1)

@@ -167,6 +167,7 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
+        self.last_eval = None  # the latest agent evaluation's success rate (online runs)
         self._loss_fn = self.model.loss_terms
         if config.train.compile:
             self._loss_fn = torch.compile(self.model.loss_terms)
@@ -197,11 +198,14 @@ class Trainer:
         agent = self.config.agent
         self.agent = make_agent(agent, self.model, self.env.action_space, observation_space=self.env.observation_space,
                                 seed=seed, explore=agent.explore)
-        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=seed)
+        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=seed,
+                                   episode_start_fraction=data.episode_starts)
 
         def _collect(steps):
             policy = self.policy if len(self.buffer) < data.prefill else self.agent
-            return collect(self.env, policy, steps, self.buffer, progress=False, seed=seed + len(self.buffer))
+            stats = collect(self.env, policy, steps, self.buffer, progress=False, seed=seed + len(self.buffer))
+            self.buffer.end_stream()  # one stream per round: a resumed run samples what an uninterrupted one does
+            return stats
 
         self._collect = _collect
         self.collect_stats = None  # the latest collection round's statistics, logged with the metrics
@@ -238,8 +242,12 @@ class Trainer:
         batch = check_batch(model, batch)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if cfg.precision == "bf16" else contextlib.nullcontext())
+        learner = self.agent if self.online and self.config.agent.kind == "actor_critic" else None
         with autocast:
-            loss, terms = self._loss_fn(batch, validate=False)
+            if learner is None:
+                loss, terms = self._loss_fn(batch, validate=False)
+            else:  # the actor-critic imagines from this batch's posterior states
+                loss, terms, traj = self._loss_fn(batch, validate=False, with_trajectory=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -253,6 +261,8 @@ class Trainer:
             self.nonfinite_total += 1
             self.optimizer.zero_grad(set_to_none=True)
         metrics["skipped_updates"] = float(self.nonfinite_total)
+        if learner is not None:
+            metrics.update(learner.update(traj, batch))
         return metrics
 
     # -- the loop ------------------------------------------------------------------------
@@ -323,6 +333,10 @@ class Trainer:
                             "Try a lower train.lr or model.kl_balance / free_nats."
                         )
                     kls = " ".join(f"kl{l}={metrics[f'kl/{l}']:.2f}" for l in range(self.model.levels))
+                    if self.online and "collect_mean_return" in metrics:
+                        kls += f" collect_return={metrics['collect_mean_return']:.2f}"
+                    if self.online and self.last_eval is not None:
+                        kls += f" eval_success={self.last_eval:.0%}"
                     progress.update(task, completed=self.step,
                                     info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
                                          f"{metrics['frames_per_s']:.0f} frames/s")
@@ -356,13 +370,15 @@ class Trainer:
 
         if getattr(self, "eval_env", None) is None:
             self.eval_env = make_env(self.config.data.env)
-        agent = make_agent(self.config.agent, self.model, self.eval_env.action_space, seed=self.step)
+        agent = make_agent(self.config.agent, self.model, self.eval_env.action_space, seed=self.step,
+                           nets=getattr(self.agent, "nets", None), evaluate=True)  # the actor-critic being trained
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.step)  # the filter's sampling: keep the training RNG undisturbed
             stats = run_episodes(self.eval_env, agent, self.config.agent.eval_episodes, seed=10_000 + self.step)
         self.console.print(f"step {self.step}: {self.config.agent.kind} agent over {len(stats['returns'])} episodes: "
                            f"return {stats['mean_return']:.2f}, success {stats['success']:.0%}, "
                            f"length {stats['mean_length']:.1f}")
+        self.last_eval = stats["success"]
         return {"eval/return": stats["mean_return"], "eval/success": stats["success"],
                 "eval/length": stats["mean_length"]}
 
@@ -403,6 +419,9 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.config.to_dict(),
         }
+        if self.online:  # the agent (what it learned, its random generator) and the replay's sampler
+            state["agent"] = self.agent.state_dict()
+            state["replay_rng"] = self.buffer.rng.bit_generator.state
         folder = self.run_dir / "checkpoints"
         if numbered:  # first: a kill before latest.pt is replaced redoes these steps and this save
             _atomic_torch_save(state, folder / f"step_{self.step:06d}.pt")
@@ -422,6 +441,9 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.online and "agent" in state:
+            self.agent.load_state_dict(state["agent"])
+            self.buffer.rng.bit_generator.state = state["replay_rng"]
         self.console.print(f"resumed {self.run_dir} at step {self.step}")
 
     # -- pictures ------------------------------------------------------------------------

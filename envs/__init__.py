@@ -4,7 +4,8 @@
   :class:`OneHotActions`, ``TimeLimit``, :class:`Recorder` (steps into a replay buffer);
 * :func:`collect` with a :class:`RandomPolicy`;
 * built-in environments, registered with gymnasium on import:
-  ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end);
+  ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end of a
+  24-step corridor) and ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most);
 * :func:`make_env`: an id plus the wrappers cwworld's models expect;
 * ``cwworld.envs.minerl``: the MineRL adapter (needs the optional ``minerl`` package;
   not imported here).
@@ -24,6 +25,9 @@ __all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions"
 if "cwworld/CueCorridor-v0" not in gym.registry:
     gym.register("cwworld/CueCorridor-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
                  max_episode_steps=100)
+if "cwworld/CueCorridorLong-v0" not in gym.registry:
+    gym.register("cwworld/CueCorridorLong-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
+                 max_episode_steps=400, kwargs={"length": 96, "max_steps": 400})
 
 
 def make_env(env_id: str, size: int = 64, action_repeat: int = 1, time_limit=None, **kwargs) -> gym.Env:

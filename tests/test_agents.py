@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cwworld.agents import (CEMConfig, CEMPlanner, ClockworkConfig, ClockworkPlanner, MPPIConfig, MPPIPlanner,
-                            RandomAgent)
+from cwworld.agents import (ActorCritic, ActorCriticConfig, CEMConfig, CEMPlanner, ClockworkConfig, ClockworkPlanner,
+                            MPPIConfig, MPPIPlanner, RandomAgent)
+from cwworld.agents.actor_critic import lambda_returns
 
 from conftest import squares_video, tiny_model, train_on
 
@@ -196,3 +197,81 @@ def test_discrete_planning_returns_environment_actions():
     assert action.dtype == np.int64 and action.shape == (2,) and set(action.tolist()) <= {0, 1, 2}
     probs = agent.plan["probs"]
     assert torch.allclose(probs.sum(-1), torch.ones(2, 3)) and probs.min() >= 0.02 * 0.99
+
+
+def test_the_actor_critic_learns_in_imagination_to_push_right(trained_model):
+    """200 updates on imagination from posterior states of random-play batches (about 12 s)."""
+    space = PushSquare().action_space
+    torch.manual_seed(0)
+    agent = ActorCritic(trained_model, space, ActorCriticConfig(horizon=5, starts=128, actor_lr=1e-3, critic_lr=1e-3,
+                                                                entropy=1e-3), 8, seed=0)
+    greedy = ActorCritic(trained_model, space, ActorCriticConfig(sample_actions=False), 8, nets=agent.nets, seed=0)
+    before = _mean_reward(greedy)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        batch = push_batch(rng, 8, 8)
+        with torch.no_grad():
+            _, _, traj = trained_model.loss_terms(batch, with_trajectory=True)
+        metrics = agent.update(traj, batch)
+    after = _mean_reward(greedy)
+    random = _mean_reward(RandomAgent(space, 8, seed=0))
+    assert abs(before - random) < 0.1  # the zero-initialised actor starts as a uniform policy
+    assert after > before + 0.2, (before, after)  # pushing right: about 0.44 -> 0.72
+    assert metrics["agent/return"] > 0 and np.isfinite(metrics["agent/critic_loss"])
+
+
+def test_lambda_returns_match_their_recursion():
+    reward = torch.tensor([[1.0, 0.0, 2.0]])
+    cont = torch.tensor([[1.0, 0.5, 1.0]])
+    value = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    d, lam = 0.9, 0.8
+    r2 = 2.0 + d * 1.0 * 3.0
+    r1 = 0.0 + d * 0.5 * ((1 - lam) * 2.0 + lam * r2)
+    r0 = 1.0 + d * 1.0 * ((1 - lam) * 1.0 + lam * r1)
+    assert torch.allclose(lambda_returns(reward, cont, value, d, lam), torch.tensor([[r0, r1, r2]]))
+    # λ = 1: the discounted sum of rewards plus the last value; λ = 0: one-step TD targets
+    assert torch.allclose(lambda_returns(reward, torch.ones(1, 3), value, 1.0, 1.0), torch.tensor([[6.0, 5.0, 5.0]]))
+    assert torch.allclose(lambda_returns(reward, torch.ones(1, 3), value, 1.0, 0.0), torch.tensor([[2.0, 2.0, 5.0]]))
+
+
+@pytest.mark.parametrize("windows", ["causal", "paper"])
+def test_start_states_are_the_filter_states_after_every_step(windows):
+    """The actor-critic's imagination starts equal ``observe(prefix).last`` at every step and phase
+    (causal windows; with paper windows the upper posteriors have read their whole window, later
+    frames included, so only the open action windows are compared)."""
+    model = tiny_model(levels=3, factor=2, action_dim=2, stoch=4, deter=16, hidden=16, cnn_depth=4,
+                       windows=windows).eval()
+    B, T = 2, 11
+    image = squares_video(B, T, seed=2)
+    action = torch.randn(B, T, 2, generator=torch.Generator().manual_seed(0))
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    is_first[:, 0] = is_first[1, 5] = True
+    traj = model.observe(image, action, is_first, sample=False)
+    groups = model.start_states(traj, action, is_first)
+    assert sorted(torch.cat([index for index, _ in groups]).tolist()) == list(range(B * T))
+    for index, state in groups:
+        for j, flat in enumerate(index.tolist()):
+            b, t = divmod(flat, T)
+            ref = model.observe(image[b:b + 1, :t + 1], action[b:b + 1, :t + 1], is_first[b:b + 1, :t + 1],
+                                sample=False).last
+            assert state.step % 4 == (t + 1) % 4
+            for level in range(3) if windows == "causal" else []:
+                assert torch.allclose(ref.h[level][0], state.h[level][j], atol=1e-5)
+                assert torch.allclose(ref.z[level][0], state.z[level][j], atol=1e-5)
+            for level in (1, 2):  # the open action windows, both kinds
+                assert torch.allclose(ref.action_sum[level][0], state.action_sum[level][j], atol=1e-5)
+
+
+def test_actor_critic_acts_in_every_action_space_and_refuses_a_model_without_rewards():
+    model = _model(action_low=None, action_high=None, action_dim=3)
+    agent = ActorCritic(model, gym.spaces.Discrete(3), ActorCriticConfig(horizon=3), 2, seed=0)
+    action = agent.act(squares_video(2, 1)[:, 0])
+    assert action.dtype == np.int64 and action.shape == (2,) and set(action.tolist()) <= {0, 1, 2}
+    box = ActorCritic(_model(), PushSquare().action_space, ActorCriticConfig(horizon=3), 2, seed=0)
+    action = box.act(squares_video(2, 1)[:, 0])
+    assert action.shape == (2, 2) and np.all(np.abs(action) <= 1.0)
+    with pytest.raises(ValueError, match="reward head"):
+        ActorCritic(_model(reward_head=False), PushSquare().action_space)
+    for bad in (dict(horizon=0), dict(starts=0), dict(discount=0.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ActorCritic(_model(), PushSquare().action_space, ActorCriticConfig(**bad))

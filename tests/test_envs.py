@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from cwworld.data.replay import ReplayBuffer
@@ -16,6 +17,12 @@ def test_cue_corridor_passes_the_gymnasium_checker_and_is_registered():
     env = gym.make("cwworld/CueCorridor-v0")
     obs, info = env.reset(seed=0)
     assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and info["cue"] in (0, 1)
+    long = gym.make("cwworld/CueCorridorLong-v0")
+    long.reset(seed=0)
+    for _ in range(96):
+        _, reward, terminated, truncated, _ = long.step(FORWARD)
+    assert reward == 0 and not terminated and not truncated  # 96 steps between the cue and the junction
+    assert long.step(LEFT)[2] and long.spec.max_episode_steps == 400
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -201,3 +208,33 @@ def test_online_training_collects_with_a_planner_and_evaluates_it(tmp_path):
         assert -1 <= logged[step]["eval/return"] <= 1 and logged[step]["eval/success"] in (0.0, 1.0)
         assert 1 <= logged[step]["eval/length"] <= 100
     assert "eval/return" not in logged[1]
+
+
+def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
+    """Online training with the actor-critic: its updates are logged, and a run stopped at a
+    checkpoint and resumed ends with the same world model, actor, critic and metrics as one
+    that ran straight through (collection rounds restart their episodes either way)."""
+    import json
+
+    from cwworld.cli import main
+    from cwworld.train import read_checkpoint
+    from test_train import TINY
+
+    common = ["--config", "cue_corridor_ac", "--no-progress", *TINY, "model.head_hidden=8", "data.prefill=30",
+              "data.collect_every=2", "data.collect_steps=12", "train.save_every=2", "train.sample_every=100",
+              "agent.horizon=3", "agent.starts=8", "agent.hidden=8", "agent.eval_every=2", "agent.eval_episodes=1"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", "--run-dir", str(straight), *common, "train.steps=6"]) == 0
+    assert main(["train", "--run-dir", str(split), *common, "train.steps=2"]) == 0
+    assert main(["train", "--run-dir", str(split), *common, "train.steps=6"]) == 0
+    a, b = (read_checkpoint(run / "checkpoints" / "latest.pt") for run in (straight, split))
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    for name, value in a["agent"]["nets"].items():
+        assert torch.equal(value, b["agent"]["nets"][name]), name
+    logs = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, split)]
+    drop = ("time", "frames_per_s")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in logs[0]] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in logs[1]]
+    assert all(np.isfinite(m["agent/critic_loss"]) for m in logs[0]) and "eval/success" in logs[0][1]
+    assert len(ReplayBuffer.load(split / "replay")) == len(ReplayBuffer.load(straight / "replay")) == 30 + 2 * 12

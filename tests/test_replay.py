@@ -192,3 +192,17 @@ def test_replay_refuses_data_it_would_store_wrongly():
         buffer.add_episode({**episode(3), "image": np.zeros((3, 0, 8, 3), np.uint8)})
     buffer.add_step(step)  # the good step still goes in
     assert len(buffer) == 1
+
+
+def test_a_share_of_each_batch_can_start_at_episode_starts():
+    buffer = ReplayBuffer(episode_start_fraction=0.5, seed=0)
+    for t in range(200):  # episodes of 20 steps; the step's index in its episode is its "image"
+        buffer.add_step({"image": np.full((4, 4, 1), t % 20, np.uint8), "action": np.zeros(1, np.float32),
+                         "reward": np.float32(0), "is_first": t % 20 == 0})
+    firsts = [int(buffer.sample(8, 6)["image"][:, 0, 0, 0, 0].tolist().count(0)) for _ in range(50)]
+    assert min(firsts) >= 4  # 4 of 8 always start an episode; uniform starts would give about 1 in 15
+    plain = ReplayBuffer(seed=0)
+    plain.streams, plain._schema = buffer.streams, buffer._schema
+    assert np.mean([plain.sample(8, 6)["image"][:, 0, 0, 0, 0].tolist().count(0) for _ in range(50)]) < 2
+    with pytest.raises(ValueError, match="episode_start_fraction"):
+        ReplayBuffer(episode_start_fraction=0.8, recent_fraction=0.5)

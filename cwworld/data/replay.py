@@ -181,17 +181,25 @@ class ReplayBuffer:
         seed: sampling seed.
         recent_fraction: share of each batch drawn from the newest ``recent_steps`` steps.
         recent_steps: what counts as recent for ``recent_fraction``.
+        episode_start_fraction: share of each batch whose sequences start at an episode's first
+            step (where there are such starts): for tasks whose reward depends on what the
+            episode showed at its start (e.g. a cue), so that training sequences hold both.
     """
 
     def __init__(self, directory: Union[str, os.PathLike, None] = None, capacity: int = 1_000_000,
-                 chunk_size: int = 1024, seed: int = 0, recent_fraction: float = 0.0, recent_steps: int = 10_000):
+                 chunk_size: int = 1024, seed: int = 0, recent_fraction: float = 0.0, recent_steps: int = 10_000,
+                 episode_start_fraction: float = 0.0):
         if capacity < 1 or chunk_size < 1:
             raise ValueError(f"ReplayBuffer: capacity and chunk_size must be >= 1, found {capacity} and {chunk_size}")
         if not 0.0 <= recent_fraction <= 1.0:
             raise ValueError(f"ReplayBuffer: recent_fraction must be in [0, 1], found {recent_fraction}")
         self.directory = None if directory is None else Path(directory)
         self.capacity, self.chunk_size = capacity, chunk_size
+        if not 0.0 <= episode_start_fraction <= 1.0 - recent_fraction:
+            raise ValueError(f"ReplayBuffer: episode_start_fraction must be in [0, 1 - recent_fraction], "
+                             f"found {episode_start_fraction} (recent_fraction {recent_fraction})")
         self.recent_fraction, self.recent_steps = recent_fraction, recent_steps
+        self.episode_start_fraction = episode_start_fraction
         self.rng = np.random.default_rng(seed)
         self.streams: dict[str, _Stream] = {}
         self._workers: dict[int, str] = {}
@@ -260,6 +268,14 @@ class ReplayBuffer:
         self._changed()
         if stream.open_count >= self.chunk_size:
             self._close_chunk(stream)
+
+    def end_stream(self, worker: int = 0) -> None:
+        """Close ``worker``'s stream (its unsaved steps are written); its next step starts a new
+        one. Online training ends one per collection round, whose episodes restart anyway, so a
+        resumed run's streams are the same as an uninterrupted run's."""
+        name = self._workers.pop(worker, None)
+        if name is not None and self.directory is not None:
+            self._close_chunk(self.streams[name])
 
     def add_episode(self, episode: dict, name: Optional[str] = None) -> str:
         """Add a whole episode (dict of arrays of length N) as its own stream, written at once.
@@ -400,10 +416,15 @@ class ReplayBuffer:
         total = counts.sum()
         offsets = np.concatenate([[0], np.cumsum(counts)])
         n_recent = int(round(batch_size * self.recent_fraction))
-        picks = list(self.rng.integers(total, size=batch_size - n_recent))
+        n_first = int(round(batch_size * self.episode_start_fraction))
+        firsts = self._episode_start_positions(starts, offsets) if n_first else np.zeros(0, np.int64)
+        n_first = n_first if len(firsts) else 0
+        picks = list(self.rng.integers(total, size=batch_size - n_recent - n_first))
         if n_recent:
             recent = self._recent_positions(starts, offsets)
             picks += list(recent[self.rng.integers(len(recent), size=n_recent)])
+        if n_first:
+            picks += list(firsts[self.rng.integers(len(firsts), size=n_first)])
         batch = {}
         for pick in picks:
             which = int(np.searchsorted(offsets, pick, side="right") - 1)
@@ -415,6 +436,12 @@ class ReplayBuffer:
         batch["is_first"] = batch["is_first"].copy()
         batch["is_first"][:, 0] = True  # the model resets there; the recorded reward stays (the loss masks it)
         return batch
+
+    def _episode_start_positions(self, starts, offsets) -> np.ndarray:
+        """Flat positions of the starts that are an episode's first step."""
+        positions = [offsets[i] + np.flatnonzero(self.streams[name].field("is_first")[stream_starts])
+                     for i, (name, stream_starts) in enumerate(starts)]
+        return np.concatenate(positions) if positions else np.zeros(0, np.int64)
 
     def _recent_positions(self, starts, offsets) -> np.ndarray:
         """Flat positions of the starts in the newest ``recent_steps`` steps of each stream,

@@ -1,0 +1,294 @@
+"""Actor-critic learned in imagination (Dreamer-style), reading every level of the CW-VAE.
+
+Each update (:meth:`ActorCritic.update`, called after a world-model update on the same batch):
+
+1. **Starts.** The posterior state after every step of the batch (``B * T`` states,
+   :meth:`CWVAE.start_states`), at most ``starts`` of them drawn at random; a state whose step
+   ended its episode (``is_terminal``) gets weight 0.
+2. **Imagination.** From each start the actor picks actions for ``horizon`` steps inside
+   :meth:`CWVAE.imagine` (one batched call per clock phase, prior samples, no gradient).
+   Features: every level's ``[z, h]`` concatenated, so the actor sees the slow levels' memory
+   (e.g. a cue seen long before) next to the fast level's present.
+3. **Targets.** λ-returns from the predicted rewards and a slowly updated target critic,
+   discounted by ``discount`` times the continue head's probability::
+
+       R_i = r_{i+1} + discount * c_{i+1} * ((1 - λ) v(s_{i+1}) + λ R_{i+1}),   R_H = v(s_H)
+
+   Each imagined step is weighted by the probability that the episode is still running there.
+4. **Critic.** Regression of ``v(s_i)`` to ``R_i``; the target critic follows it by
+   ``target_tau`` per update (exponential moving average).
+5. **Actor.** REINFORCE for both discrete (one-hot) and Box actions: ``-log pi(a_i|s_i) *
+   (R_i - v(s_i)) / max(1, S)`` minus ``entropy`` times the policy's entropy, where ``S`` is
+   a moving average of the 5th-95th percentile range of the returns (DreamerV3's return
+   normalisation: large returns are scaled down, small ones are not blown up). No gradient
+   flows through the world model.
+
+Distributions: discrete actions are a categorical mixed with 1% uniform (every action keeps
+some probability); Box actions a Gaussian whose mean is squashed into the bounds by ``tanh``
+and whose std lies in ``[min_std, max_std]`` times the half-range, samples clipped to the
+bounds (the actor's gradient uses the log-probability of the clipped action).
+
+Acting: collection samples from the policy (plus ``explore``: a uniform action with that
+probability, or Gaussian noise of that std on Box actions); evaluation takes its mode
+(``sample_actions=False``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import torch
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+from .base import Agent
+
+__all__ = ["ActorCritic", "ActorCriticConfig", "ActorCriticNets", "lambda_returns"]
+
+
+@dataclass
+class ActorCriticConfig:
+    horizon: int = 15  # imagined steps per start state
+    discount: float = 0.985  # per imagined step
+    return_lambda: float = 0.95  # λ of the λ-returns
+    starts: int = 256  # at most this many start states per update
+    hidden: int = 256  # width of the actor's and the critic's MLPs
+    layers: int = 2  # hidden layers of each
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    entropy: float = 3e-3  # weight of the policy's entropy (advantages are in normalised return units)
+    target_tau: float = 0.02  # share of the critic moved into the target critic per update
+    return_decay: float = 0.99  # moving average of the returns' 5-95 percentile range
+    grad_clip: float = 100.0
+    min_std: float = 0.1  # Box: std bounds, in half-ranges of the action
+    max_std: float = 1.0
+    unimix: float = 0.01  # discrete: share of the uniform distribution mixed in
+    explore: float = 0.0  # acting: chance of a uniform action (Box: std of added noise, in action units)
+    sample_actions: bool = True  # acting: sample from the policy (False: its mode)
+
+    def validate(self) -> None:
+        for name in ("horizon", "starts", "hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ActorCriticConfig.{name} must be >= 1, found {getattr(self, name)}")
+        for name in ("discount", "return_lambda", "target_tau", "return_decay"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"ActorCriticConfig.{name} must lie in (0, 1], found {getattr(self, name)}")
+        for name in ("actor_lr", "critic_lr", "min_std", "max_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ActorCriticConfig.{name} must be > 0, found {getattr(self, name)}")
+        if self.entropy < 0 or not 0 <= self.explore <= 1 or not 0 <= self.unimix < 1:
+            raise ValueError("ActorCriticConfig: entropy must be >= 0, explore in [0, 1], unimix in [0, 1); "
+                             f"found {self.entropy}, {self.explore}, {self.unimix}")
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    parts, dim = [], in_dim
+    for _ in range(layers):
+        parts += [nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+        dim = hidden
+    return nn.Sequential(*parts, nn.Linear(dim, out_dim))
+
+
+class ActorCriticNets(nn.Module):
+    """The actor, the critic and the target critic, reading ``feature_dim`` features."""
+
+    def __init__(self, feature_dim: int, action_dim: int, discrete: bool, config: ActorCriticConfig):
+        super().__init__()
+        self.actor = _mlp(feature_dim, config.hidden, action_dim if discrete else 2 * action_dim, config.layers)
+        self.critic = _mlp(feature_dim, config.hidden, 1, config.layers)
+        nn.init.zeros_(self.actor[-1].weight), nn.init.zeros_(self.actor[-1].bias)  # a uniform first policy
+        nn.init.zeros_(self.critic[-1].weight), nn.init.zeros_(self.critic[-1].bias)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("return_scale", torch.zeros(()))  # moving 5-95 percentile range (0: none yet)
+
+
+def lambda_returns(reward: torch.Tensor, cont: torch.Tensor, value: torch.Tensor, discount: float,
+                   lam: float) -> torch.Tensor:
+    """λ-returns ``[N, H]`` of imagined steps.
+
+    Args:
+        reward, cont: ``[N, H]``: index ``i`` is the reward on arriving at step ``i + 1`` and the
+            probability that step ``i + 1`` is not terminal.
+        value: ``[N, H + 1]`` the (target) critic at steps ``0 .. H``.
+    """
+    H = reward.shape[1]
+    out = [None] * H
+    last = value[:, H]
+    for i in reversed(range(H)):
+        last = reward[:, i] + discount * cont[:, i] * ((1 - lam) * value[:, i + 1] + lam * last)
+        out[i] = last
+    return torch.stack(out, 1)
+
+
+def features(state) -> torch.Tensor:
+    """Every level's ``[z, h]`` concatenated, ``[B, sum of stoch_l + deter_l]``."""
+    return torch.cat([state.features(level) for level in range(len(state.h))], dim=-1)
+
+
+class ActorCritic(Agent):
+    """Dreamer-style actor-critic trained in the world model's imagination (see the module docstring).
+
+    Args:
+        nets: share the networks (and the optimizers' targets) of another instance, e.g. to
+            evaluate the agent being trained; default: new ones.
+    """
+
+    config_class = ActorCriticConfig
+
+    def __init__(self, model, action_space: gym.Space, config: Optional[ActorCriticConfig] = None,
+                 num_envs: int = 1, observation_space: Optional[gym.Space] = None,
+                 nets: Optional[ActorCriticNets] = None, seed: Optional[int] = None):
+        if model is None or model.heads.reward is None:
+            raise ValueError(f"{type(self).__name__}: needs a world model with a reward head (model.reward_head: true)")
+        self.config = config or ActorCriticConfig()
+        self.config.validate()
+        super().__init__(model, action_space, num_envs, observation_space, seed)
+        feature_dim = sum(model.stoch) + sum(model.deter)
+        self.nets = nets if nets is not None else \
+            ActorCriticNets(feature_dim, self.spec.dim, self.spec.discrete, self.config).to(self.device)
+        self.actor_optimizer = torch.optim.Adam(self.nets.actor.parameters(), lr=self.config.actor_lr, eps=1e-5)
+        self.critic_optimizer = torch.optim.Adam(self.nets.critic.parameters(), lr=self.config.critic_lr, eps=1e-5)
+        self.updates = 0
+
+    # -- the policy -------------------------------------------------------------------
+
+    def distribution(self, feats: torch.Tensor):
+        """The policy at features ``[..., F]`` (a torch distribution over model-format actions)."""
+        out = self.nets.actor(feats)
+        if self.spec.discrete:
+            probs = torch.softmax(out, -1)
+            probs = (1 - self.config.unimix) * probs + self.config.unimix / self.spec.dim
+            return Categorical(probs=probs)
+        low, high = self.spec.low.to(out.device), self.spec.high.to(out.device)
+        mid, half = (high + low) / 2, (high - low) / 2
+        raw_mean, raw_std = out.chunk(2, -1)
+        cfg = self.config
+        std = (cfg.min_std + (cfg.max_std - cfg.min_std) * torch.sigmoid(raw_std + 2.0)) * half
+        return Normal(mid + half * torch.tanh(raw_mean), std)
+
+    def _draw(self, feats: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Model-format actions ``[B, A]`` from the policy (a sample, or the mode)."""
+        dist = self.distribution(feats)
+        if self.spec.discrete:
+            if sample:
+                index = torch.multinomial(dist.probs, 1, generator=self.generator)[:, 0]
+            else:
+                index = dist.probs.argmax(-1)
+            return nn.functional.one_hot(index, self.spec.dim).float()
+        action = dist.mean
+        if sample:
+            action = action + dist.stddev * torch.randn(action.shape, generator=self.generator, device=action.device)
+        return torch.maximum(torch.minimum(action, self.spec.high.to(action.device)), self.spec.low.to(action.device))
+
+    def choose(self, state, is_first=None) -> torch.Tensor:
+        cfg = self.config
+        action = self._draw(features(state), cfg.sample_actions)
+        if cfg.explore > 0:
+            B = action.shape[0]
+            if self.spec.discrete:
+                swap = torch.rand(B, generator=self.generator, device=self.device) < cfg.explore
+                action = torch.where(swap[:, None], self.random_actions(B), action)
+            else:
+                action = action + cfg.explore * torch.randn(action.shape, generator=self.generator, device=self.device)
+        if not self.spec.discrete:
+            action = torch.maximum(torch.minimum(action, self.spec.high.to(self.device)), self.spec.low.to(self.device))
+        return action
+
+    # -- learning -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def imagine_from(self, start, horizon: int):
+        """Imagine ``horizon`` steps from ``start`` with the sampled policy:
+        ``(features [N, H+1, F], actions [N, H, A], reward [N, H], cont [N, H])``."""
+        seen = []
+
+        def policy(state):
+            feats = features(state)
+            seen.append(feats)
+            return self._draw(feats, sample=True)
+
+        rollout = self.model.imagine(start, horizon, policy=policy, sample=True)
+        seen.append(features(rollout.last))
+        cont = rollout.cont if rollout.cont is not None else torch.ones_like(rollout.reward)
+        return torch.stack(seen, 1), rollout.actions, rollout.reward, cont
+
+    def update(self, traj, batch: dict) -> dict[str, float]:
+        """One actor and critic update on imagination started from ``traj``'s posterior states
+        (the world model's trajectory on ``batch``). Returns metrics under ``agent/``."""
+        cfg, model = self.config, self.model
+        groups = model.start_states(traj, batch.get("action"), batch.get("is_first"))
+        total = sum(len(index) for index, _ in groups)
+        terminal = batch.get("is_terminal")
+        start_weight = torch.ones(total, device=self.device) if terminal is None else \
+            1.0 - terminal.reshape(-1).float().to(self.device)
+        keep = torch.randperm(total, generator=self.generator, device=self.device)[:cfg.starts]
+        chosen = torch.zeros(total, dtype=torch.bool, device=self.device)
+        chosen[keep] = True
+        feats, actions, rewards, conts, weights = [], [], [], [], []
+        for index, state in groups:
+            mine = chosen[index]
+            if not bool(mine.any()):
+                continue
+            f, a, r, c = self.imagine_from(state[mine], cfg.horizon)
+            feats.append(f), actions.append(a), rewards.append(r), conts.append(c)
+            weights.append(start_weight[index[mine]])
+        feats, actions = torch.cat(feats), torch.cat(actions)  # (N, H+1, F), (N, H, A)
+        reward, cont, start_weight = torch.cat(rewards), torch.cat(conts), torch.cat(weights)  # (N, H), (N,)
+        nets = self.nets
+
+        with torch.no_grad():
+            target = nets.target_critic(feats)[..., 0]  # (N, H+1)
+            returns = lambda_returns(reward, cont, target, cfg.discount, cfg.return_lambda)  # (N, H)
+            alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)  # (N, H)
+            weight = alive * start_weight[:, None]
+            spread = torch.quantile(returns.flatten(), 0.95) - torch.quantile(returns.flatten(), 0.05)
+            if self.updates == 0 and float(nets.return_scale) == 0.0:
+                nets.return_scale.copy_(spread)
+            else:
+                nets.return_scale.mul_(cfg.return_decay).add_((1 - cfg.return_decay) * spread)
+            scale = torch.clamp(nets.return_scale, min=1.0)
+
+        value = nets.critic(feats[:, :-1])[..., 0]  # (N, H)
+        critic_loss = 0.5 * ((value - returns).square() * weight).mean()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        nn.utils.clip_grad_norm_(nets.critic.parameters(), cfg.grad_clip)
+        self.critic_optimizer.step()
+
+        dist = self.distribution(feats[:, :-1])
+        taken = actions.argmax(-1) if self.spec.discrete else actions
+        log_prob = dist.log_prob(taken)
+        entropy = dist.entropy()
+        if not self.spec.discrete:
+            log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
+        advantage = (returns - value.detach()) / scale
+        actor_loss = -((log_prob * advantage + cfg.entropy * entropy) * weight).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(nets.actor.parameters(), cfg.grad_clip)
+        self.actor_optimizer.step()
+
+        with torch.no_grad():
+            for slow, fast in zip(nets.target_critic.parameters(), nets.critic.parameters()):
+                slow.lerp_(fast, cfg.target_tau)
+        self.updates += 1
+        return {"agent/actor_loss": float(actor_loss.detach()), "agent/critic_loss": float(critic_loss.detach()),
+                "agent/entropy": float(entropy.detach().mean()), "agent/return": float(returns[:, 0].mean()),
+                "agent/imagined_reward": float(reward.mean()), "agent/return_scale": float(nets.return_scale)}
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "nets": self.nets.state_dict(), "updates": self.updates,
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.nets.load_state_dict(state["nets"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.updates = int(state["updates"])

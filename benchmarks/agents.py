@@ -1,0 +1,124 @@
+"""Agents on pixel tasks: train online from scratch, evaluate, print one table.
+
+Each row trains a world model and its agent online with ``cwworld train``'s loop (a random
+prefill, then the agent collects) for ``--steps`` updates and evaluates the agent over
+``--episodes`` episodes (the planner or actor-critic without exploration noise). ``random`` is
+uniform actions, no training. World models: ``cwvae`` (the preset's 2-level, k = 4 model) and
+``rssm`` (one level, its width chosen so that the parameter count matches the CW-VAE's to within
+a few percent).
+
+    python benchmarks/agents.py --envs cue --models cwvae rssm --agents random actor_critic --steps 1500
+
+Columns: success rate (episodes with a positive return) and mean return over the evaluation
+episodes, environment steps collected, wall time of training, and agent decisions per second
+while evaluating (filtering plus choosing, one environment). Run alone on the machine: with
+another CPU-heavy job the times mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cwworld.agents import make_agent
+from cwworld.config import load_config
+from cwworld.envs import RandomPolicy, make_env, run_episodes
+from cwworld.model import CWVAE
+from cwworld.train import Trainer
+
+ENVS = {"cue": "cwworld/CueCorridor-v0", "long": "cwworld/CueCorridorLong-v0"}
+PRESET = {"actor_critic": "cue_corridor_ac", "cem": "cue_corridor_agent", "mppi": "cue_corridor_agent",
+          "clockwork": "cue_corridor_agent"}
+
+
+def parameters(config) -> int:
+    return sum(p.numel() for p in CWVAE(config.model).parameters())
+
+
+def matched_rssm(config):
+    """One level, ``deter`` (and ``hidden``) grown until the parameter count matches ``config``'s."""
+    target = parameters(config)
+    lo, hi = config.model.deter, 8 * config.model.deter
+    while hi - lo > 4:
+        mid = (lo + hi) // 2
+        trial = dataclasses.replace(config, model=dataclasses.replace(
+            config.model, levels=1, level_reward_heads=False, deter=mid, hidden=mid))
+        lo, hi = (mid, hi) if parameters(trial) < target else (lo, mid)
+    return ["model.levels=1", "model.level_reward_heads=false", f"model.deter={lo}", f"model.hidden={lo}"]
+
+
+def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str]) -> dict:
+    env_id = ENVS[env_key]
+    result = {"env": env_id, "model": model_kind if agent != "random" else "-", "agent": agent}
+    if agent == "random":
+        env = make_env(env_id)
+        started = time.perf_counter()
+        stats = run_episodes(env, RandomPolicy(env.action_space, seed=0), episodes, seed=100_000)
+        seconds = time.perf_counter() - started
+        return {**result, "success": stats["success"], "return": stats["mean_return"], "env_steps": 0,
+                "train_s": 0.0, "decisions_per_s": sum(stats["lengths"]) / seconds, "params": 0}
+    overrides = [f"data.env={env_id}", f"agent.kind={agent}", "agent.eval_every=0", f"train.steps={steps}",
+                 "train.sample_every=1000000", "train.save_every=1000000", "train.tensorboard=false", *extra]
+    config = load_config(PRESET[agent], overrides)
+    if model_kind == "rssm":
+        config = load_config(PRESET[agent], overrides + matched_rssm(config))
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, run_dir, progress=False)
+        started = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - started
+        env_steps = len(trainer.buffer)
+        env = make_env(env_id)
+        policy = make_agent(config.agent, trainer.model, env.action_space, seed=0,
+                            nets=getattr(trainer.agent, "nets", None), evaluate=True)
+        torch.manual_seed(0)
+        started = time.perf_counter()
+        with torch.no_grad():
+            stats = run_episodes(env, policy, episodes, seed=100_000)
+        seconds = time.perf_counter() - started
+    return {**result, "success": stats["success"], "return": stats["mean_return"], "env_steps": env_steps,
+            "train_s": train_s, "decisions_per_s": sum(stats["lengths"]) / seconds,
+            "params": parameters(config)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=["cue"], choices=sorted(ENVS))
+    parser.add_argument("--models", nargs="+", default=["cwvae", "rssm"], choices=["cwvae", "rssm"])
+    parser.add_argument("--agents", nargs="+", default=["random", "actor_critic"],
+                        choices=["random", "cem", "mppi", "clockwork", "actor_critic"])
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per row")
+    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per row")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("overrides", nargs="*", help="key=value applied to every trained row")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for env_key in args.envs:
+        for agent in args.agents:
+            for model_kind in (["-"] if agent == "random" else args.models):
+                if agent == "clockwork" and model_kind == "rssm":
+                    continue  # the Clockwork planner needs an upper level
+                rows.append(row(env_key, model_kind, agent, args.steps, args.episodes, args.overrides))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print("| env | world model | params | agent | success | mean return | env steps | train time | decisions/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['env']} | {r['model']} | {r['params'] / 1e6:.2f} M | {r['agent']} | {r['success']:.0%} | "
+              f"{r['return']:.2f} | {r['env_steps']} | {r['train_s'] / 60:.1f} min | {r['decisions_per_s']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
