@@ -208,3 +208,16 @@ def test_a_truncated_npz_video_is_skipped_and_a_damaged_cache_entry_decoded_agai
     with pytest.warns(UserWarning, match="unreadable decode cache"):
         again = VideoFolder(folder, 6, cache_dir=tmp_path / "cache")
     assert np.array_equal(again[1]["image"].numpy(), frames[6:])
+
+
+def test_convert_the_release_with_its_metadata_from_the_root_or_a_split(tmp_path, capsys):
+    root = tmp_path / "release"
+    make_release(root / "train")  # two clips and metadata.json each
+    make_release(root / "test")
+    summary = convert_minerl(root, tmp_path / "out", progress=False)
+    assert (summary.streams, summary.steps) == (4, 40)
+    for split in ("train", "test"):
+        buffer = ReplayBuffer.load(tmp_path / "out" / split)
+        assert len(buffer.streams) == 2 and "action" in buffer.keys
+    assert main(["convert", "minerl", str(root / "train"), str(tmp_path / "split"), "--no-progress"]) == 0
+    assert "converted 2 streams (20 steps)" in capsys.readouterr().out

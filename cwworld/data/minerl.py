@@ -366,7 +366,9 @@ class ConvertSummary:
 
 
 def _is_release(folder: Path) -> bool:
-    return any(folder.glob("*.mp4")) and not any((folder / name).exists() for name in STREAM_FILES)
+    """A release split folder: mp4 clips side by side (with or without the release's
+    ``metadata.json``), not a v0 stream folder (``recording.mp4`` next to ``rendered.npz``)."""
+    return any(p.name != "recording.mp4" for p in folder.glob("*.mp4")) and not (folder / "rendered.npz").exists()
 
 
 def convert_minerl(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], image_size: int = 64,
