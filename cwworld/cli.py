@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -291,9 +292,14 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"cwworld: config error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, PermissionError) as err:
         print(f"cwworld {args.command}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"cwworld {args.command}: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

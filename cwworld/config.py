@@ -259,6 +259,10 @@ class DataConfig:
         for name in ("capacity", "prefill", "collect_every", "collect_steps"):
             _check_min(f"data.{name}", getattr(self, name), 1)
         _check_range("data.episode_starts", self.episode_starts, 0.0, 1.0)
+        if self.env is not None and ":" in str(self.env):
+            raise ConfigError(f"data.env: {self.env!r} names a module to import ('module:Env'); a config does not "
+                              "import code: register the environment with gymnasium.register in your own code "
+                              "and give its id")
 
 
 @dataclass

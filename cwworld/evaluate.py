@@ -433,7 +433,10 @@ def evaluate_run(
     from .train import load_model
     from .utils import pick_device
 
+    from .utils import check_writable
+
     run_dir = Path(run_dir)
+    out_dir = check_writable(out_dir or run_dir / "eval", "cwworld eval")  # before the work, not after
     model, config, step = load_model(run_dir, checkpoint, device=pick_device(device))
     apply_overrides(config, overrides)
     if config.data.kind == "replay" and config.data.env and not config.data.path:
@@ -459,4 +462,4 @@ def evaluate_run(
     result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
                       seed=seed, progress=progress, name=run_dir.name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames)
     result.step = step
-    return result, write_results(result, out_dir or run_dir / "eval")
+    return result, write_results(result, out_dir)

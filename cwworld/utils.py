@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -40,9 +42,35 @@ def atomic_output(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterat
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, (OSError, RuntimeError)) and _disk_full(path.parent):
+            # torch.save says "unexpected pos ..." when the disk fills: say what happened
+            raise OSError(errno.ENOSPC, f"no space left on the device of {path.parent}: could not write "
+                                        f"{path.name} (nothing was replaced)") from err
         raise
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+def check_writable(folder: Union[str, os.PathLike], what: str) -> Path:
+    """``folder``, created if needed, after checking that a file can be written there (before
+    any long computation whose results go there): ``PermissionError`` naming it otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise PermissionError(f"{what}: cannot write into {folder} ({err.strerror or err}); "
+                              "choose another folder (e.g. --out)") from None
+    return folder
 
 
 def remove_stale_temporaries(folder: Union[str, os.PathLike], pattern: str = ".*.tmp") -> list[Path]:

@@ -5,7 +5,8 @@
 * :func:`collect` with a :class:`RandomPolicy`;
 * built-in environments, registered with gymnasium on import:
   ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end of a
-  24-step corridor) and ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most);
+  24-step corridor), ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most) and
+  ``cwworld/PointReach-v0`` (steer a dot to a target with Box actions: a continuous pixel task);
 * :func:`make_env`: an id plus the wrappers cwworld's models expect;
 * ``cwworld.envs.minerl``: the MineRL adapter (needs the optional ``minerl`` package;
   not imported here).
@@ -17,9 +18,11 @@ import gymnasium as gym
 
 from .collect import RandomPolicy, collect, run_episodes
 from .cue_corridor import CueCorridor
+from .point_reach import PointReach
 from .wrappers import ActionRepeat, ImageObservation, NormalizeActions, OneHotActions, Recorder, TimeLimit, action_vector
 
-__all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "RandomPolicy",
+__all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "PointReach",
+           "RandomPolicy",
            "Recorder", "TimeLimit", "action_vector", "collect", "make_env", "run_episodes"]
 
 if "cwworld/CueCorridor-v0" not in gym.registry:
@@ -28,6 +31,8 @@ if "cwworld/CueCorridor-v0" not in gym.registry:
 if "cwworld/CueCorridorLong-v0" not in gym.registry:
     gym.register("cwworld/CueCorridorLong-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
                  max_episode_steps=400, kwargs={"length": 96, "max_steps": 400})
+if "cwworld/PointReach-v0" not in gym.registry:
+    gym.register("cwworld/PointReach-v0", entry_point="cwworld.envs.point_reach:PointReach", max_episode_steps=50)
 
 
 def make_env(env_id: str, size: int = 64, action_repeat: int = 1, time_limit=None, **kwargs) -> gym.Env:
@@ -35,7 +40,12 @@ def make_env(env_id: str, size: int = 64, action_repeat: int = 1, time_limit=Non
     one-hot actions for Discrete spaces, ``[-1, 1]`` actions for bounded Box spaces."""
     if "render_mode" not in kwargs:
         kwargs["render_mode"] = "rgb_array"
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        ours = sorted(name for name in gym.registry if name.startswith("cwworld/"))
+        raise ValueError(f"make_env: no gymnasium environment {env_id!r} ({err}); cwworld's own: "
+                         f"{', '.join(ours)}") from None
     if time_limit:
         env = TimeLimit(env, time_limit)
     if action_repeat > 1:

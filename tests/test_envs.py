@@ -238,3 +238,33 @@ def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
         [{k: v for k, v in m.items() if k not in drop} for m in logs[1]]
     assert all(np.isfinite(m["agent/critic_loss"]) for m in logs[0]) and "eval/success" in logs[0][1]
     assert len(ReplayBuffer.load(split / "replay")) == len(ReplayBuffer.load(straight / "replay")) == 30 + 2 * 12
+
+
+def test_point_reach_pays_for_approaching_the_target():
+    from cwworld.envs import PointReach
+
+    check_env(PointReach(), skip_render_check=False)
+    env = make_env("cwworld/PointReach-v0")
+    assert env.action_space.shape == (2,) and env.observation_space["image"].shape == (64, 64, 3)
+    inner = PointReach()
+    inner.reset(seed=1)
+    rewards = []
+    for _ in range(20):  # head straight for the target
+        direction = (inner._target + 5) - (inner._dot + 3)
+        _, reward, terminated, truncated, info = inner.step(np.clip(direction / 4.0, -1, 1))
+        rewards.append(reward)
+    assert info["distance"] < 3 and rewards[-1] > 0.9 and rewards[-1] > rewards[0]
+    with pytest.raises(ValueError, match="2 finite numbers"):
+        inner.step(np.array([np.nan, 0.0]))
+
+
+def test_an_unknown_or_importing_env_id_is_refused_by_name(tmp_path, capsys):
+    from cwworld.cli import main
+
+    with pytest.raises(ValueError, match=r"no gymnasium environment 'NoSuchEnv-v0'.*cwworld/CueCorridor-v0"):
+        make_env("NoSuchEnv-v0")
+    base = ["train", "--config", "cue_corridor_online", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    assert main(base + ["data.env=os:system"]) == 2
+    assert "a config does not import code" in capsys.readouterr().err
+    assert main(base + ["data.env=NoSuchEnv-v0"]) == 2
+    assert "no gymnasium environment 'NoSuchEnv-v0'" in capsys.readouterr().err

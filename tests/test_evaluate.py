@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +336,28 @@ def _redraw(videos, index: int, digits_of: int) -> np.ndarray:
             window = frames[t, y:y + DIGIT_SIZE, x:x + DIGIT_SIZE, 0]
             np.maximum(window, videos.digits[d], out=window)
     return frames
+
+
+def test_eval_into_an_unwritable_folder_stops_before_the_work(trained_run, tmp_path, capsys, monkeypatch):
+    import cwworld.evaluate as evaluate_module
+
+    blocker = tmp_path / "a_file"  # a folder under a file cannot be made, even by root (read-only folders can)
+    blocker.write_text("")
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking"))
+    assert main(["eval", str(trained_run), "--out", str(blocker / "eval"), "--no-progress"]) == 2
+    assert f"cwworld eval: cannot write into {blocker / 'eval'}" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
+    import shutil
+
+    from cwworld.utils import atomic_output
+
+    def fail(tmp):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . unexpected pos 2048 vs 1976")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+    with pytest.raises(OSError, match=r"no space left on the device of .*could not write model.pt"):
+        with atomic_output(tmp_path / "model.pt") as tmp:
+            fail(tmp)
+    assert list(tmp_path.iterdir()) == []
