@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from pathlib import Path
 
@@ -43,9 +44,72 @@ def _positive_float(text: str) -> float:
 
 
 def _train(args) -> int:
+    if getattr(args, "nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        return _spawn_training(args)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # started by torchrun (or our spawn): join the job
+        _join_process_group(args)
+    try:
+        return _train_here(args)
+    finally:
+        import torch.distributed as dist
+
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _join_process_group(args) -> None:
+    """Initialise torch.distributed from the environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT)."""
+    import torch
+    import torch.distributed as dist
+
+    cfg = load_config(args.config, args.overrides)
+    on_gpu = torch.cuda.is_available() and cfg.train.device != "cpu"
+    if on_gpu:
+        local = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+        torch.cuda.set_device(local)
+        args.overrides = list(args.overrides) + [f"train.device=cuda:{local}"]
+    else:  # processes sharing the CPU cores: split the threads, do not oversubscribe them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+
+
+def _spawn_training(args) -> int:
+    """``--nproc N`` on one machine: N processes of this command, joined by torch.distributed."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    cfg = load_config(args.config, args.overrides)  # refuse what every process would refuse, once
+    if cfg.train.batch_size % args.nproc:
+        raise ValueError(f"train.batch_size ({cfg.train.batch_size}) is the global batch: it must split evenly "
+                         f"over {args.nproc} processes")
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        mp.spawn(_spawned_worker, args=(args, args.nproc, port), nprocs=args.nproc, join=True)
+    except mp.ProcessRaisedException as err:
+        print(f"cwworld train: a training process failed:\n{err}", file=sys.stderr)
+        return 1
+    except mp.ProcessExitedException as err:
+        print(f"cwworld train: a training process exited: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _spawned_worker(rank: int, args, world: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    code = _train(args)
+    if code:
+        raise SystemExit(code)
+
+
+def _train_here(args) -> int:
     from .train import NonFiniteLossError, Trainer
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) > 0)
     cfg = load_config(args.config, args.overrides)
     name = Path(args.config).stem if args.config else "quickstart"
     run_dir = Path(args.run_dir or Path("runs") / name)
@@ -199,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where checkpoints, metrics and samples go; default: runs/<config name>. "
                             "An existing run directory is resumed.")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    train.add_argument("--nproc", type=_positive_int, default=1,
+                       help="train with N processes on this machine (DistributedDataParallel: NCCL on GPUs, one "
+                            "per GPU; gloo on CPU); train.batch_size is the global batch. Several machines: torchrun")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. model.levels=2 train.batch_size=16")
     train.set_defaults(func=_train)

@@ -645,10 +645,15 @@ class CWVAE(nn.Module):
         loss, terms = self.loss_terms(batch, validate)
         return loss, {name: float(value) for name, value in terms.items()}
 
-    def loss_terms(self, batch: dict, validate: bool = True, with_trajectory: bool = False):
+    def forward(self, batch: dict, validate: bool = True, with_trajectory: bool = False, noise=None):
+        """:meth:`loss_terms` (so that ``DistributedDataParallel(model)(batch)`` computes the loss)."""
+        return self.loss_terms(batch, validate, with_trajectory, noise)
+
+    def loss_terms(self, batch: dict, validate: bool = True, with_trajectory: bool = False, noise=None):
         """Like :meth:`loss` but the metrics stay 0-dim tensors (no host sync; compile-friendly).
         ``with_trajectory``: also return the posterior :class:`Trajectory` (``(loss, terms, traj)``),
-        e.g. for :meth:`start_states`."""
+        e.g. for :meth:`start_states`. ``noise``: per level the standard normal draws of the
+        posterior samples, ``[B, ceil(T / k**l), stoch_l]`` (default: fresh draws)."""
         if validate:
             batch = inputs.check_batch(self, batch)
         image, action, is_first = batch["image"], batch.get("action"), batch.get("is_first")
@@ -657,7 +662,7 @@ class CWVAE(nn.Module):
         B, T = image.shape[:2]
         vectors = {k: batch[k] for k in self.vector_keys if k in batch} if self.vectors is not None else None
         # training always reads every level's frames (use_obs is for open-loop prediction)
-        traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B))
+        traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B), noise=noise)
 
         mean = self.decoder(rearrange(traj.features, "b t f -> (b t) f"))  # (B*T, C, H, W)
         target = self._model_frames(image)  # (B*T, C, H, W)

@@ -15,6 +15,16 @@ of the step (:class:`cwworld.data.StepBatchSampler`), so the continued run draws
 the same batches and noise as an uninterrupted one; metric lines logged after
 the checkpoint by a killed run are dropped from ``metrics.jsonl``.
 Checkpoints are plain tensors and dicts, loaded with ``weights_only=True``.
+
+The posterior samples' noise is drawn per global sample from ``(train.seed, step)``, so a run
+does not depend on the global RNG, nor on how many processes share the batch.
+
+**Several processes** (``torch.distributed`` initialised, e.g. by ``cwworld train --nproc N``
+or ``torchrun``): the model is wrapped in ``DistributedDataParallel`` (gradients averaged over
+ranks); ``train.batch_size`` is the global batch and each rank reads its share of it
+(:class:`cwworld.data.StepBatchSampler`); metrics are averaged over ranks; only rank 0 locks and
+writes the run directory; checkpoints are the single-process format (either kind resumes the
+other). Online runs (``data.env``) train in one process.
 """
 
 from __future__ import annotations
@@ -137,9 +147,17 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Union[str, os.PathLike], dataset=None,
                  console: Optional[Console] = None, progress: bool = True):
         self.run_dir = Path(run_dir)
-        self.lock = RunLock(self.run_dir)  # one training process per run directory
-        self.console = console or Console(stderr=True)
-        self.show_progress = progress
+        self.rank, self.world = _distributed()
+        self.main = self.rank == 0  # the process that writes the run directory
+        if self.world > 1:
+            if dataset is None and config.data.kind == "replay" and config.data.env is not None:
+                raise ValueError("online runs (data.env) train in one process; run without --nproc / torchrun")
+            if config.train.batch_size % self.world:
+                raise ValueError(f"train.batch_size ({config.train.batch_size}) is the global batch: it must split "
+                                 f"evenly over {self.world} processes")
+        self.lock = RunLock(self.run_dir) if self.main else None  # one training job per run directory
+        self.console = (console or Console(stderr=True)) if self.main else Console(stderr=True, quiet=True)
+        self.show_progress = progress and self.main
         saved = self.run_dir / "config.yaml"
         if saved.exists():
             previous = load_config(saved)
@@ -169,14 +187,21 @@ class Trainer:
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self.last_eval = None  # the latest agent evaluation's success rate (online runs)
         self._loss_fn = self.model.loss_terms
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._loss_fn = DistributedDataParallel(self.model, device_ids=ids)  # its forward is loss_terms
         if config.train.compile:
-            self._loss_fn = torch.compile(self.model.loss_terms)
-        remove_stale_temporaries(self.run_dir / "checkpoints")  # a save cut short by a killed run
-        remove_stale_temporaries(self.run_dir / "samples")
+            self._loss_fn = torch.compile(self._loss_fn)
+        if self.main:
+            remove_stale_temporaries(self.run_dir / "checkpoints")  # a save cut short by a killed run
+            remove_stale_temporaries(self.run_dir / "samples")
         if any((self.run_dir / "checkpoints").glob("*.pt")):
             self.load_checkpoint()
-        save_config(config, saved)
-        self._drop_metrics_after(self.step)
+        if self.main:
+            save_config(config, saved)
+            self._drop_metrics_after(self.step)
 
     # -- one update ----------------------------------------------------------------------
 
@@ -232,7 +257,8 @@ class Trainer:
             return
         data = self.config.data
         loader = make_loader(self.dataset, self.config.train.batch_size, seed=self.config.train.seed,
-                             start_step=self.step, workers=data.workers, pin_memory=self.device.type == "cuda")
+                             start_step=self.step, workers=data.workers, pin_memory=self.device.type == "cuda",
+                             rank=self.rank, world=self.world)
         for batch in loader:
             yield {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
 
@@ -243,14 +269,22 @@ class Trainer:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if cfg.precision == "bf16" else contextlib.nullcontext())
         learner = self.agent if self.online and self.config.agent.kind == "actor_critic" else None
+        noise = self._noise(*batch["image"].shape[:2])
         with autocast:
             if learner is None:
-                loss, terms = self._loss_fn(batch, validate=False)
+                loss, terms = self._loss_fn(batch, validate=False, noise=noise)
             else:  # the actor-critic imagines from this batch's posterior states
-                loss, terms, traj = self._loss_fn(batch, validate=False, with_trajectory=True)
+                loss, terms, traj = self._loss_fn(batch, validate=False, with_trajectory=True, noise=noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # of the averaged gradient
+        if self.world > 1:  # every rank logs the mean over ranks
+            import torch.distributed as dist
+
+            names = list(terms)
+            values = torch.stack([terms[name].detach().float() for name in names])
+            dist.all_reduce(values)
+            terms = dict(zip(names, values / self.world))
         metrics = {name: float(value) for name, value in terms.items()}
         metrics["grad_norm"] = float(grad_norm)
         if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
@@ -265,21 +299,46 @@ class Trainer:
             metrics.update(learner.update(traj, batch))
         return metrics
 
+    def _noise(self, B: int, T: int) -> list[torch.Tensor]:
+        """The posterior samples' standard normal noise for this step's batch ``[B, T]``, per level
+        ``[B, ceil(T / k**l), stoch_l]``: drawn for the whole global batch from ``(seed, step)``,
+        this rank's rows taken, so that no result depends on the number of processes."""
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
+        rows = slice(self.rank * B, (self.rank + 1) * B)
+        return [torch.randn(B * self.world, -(-T // period), stoch, generator=generator)[rows].to(self.device)
+                for period, stoch in zip(self.model.periods, self.model.stoch)]
+
+    def check_replicas(self) -> None:
+        """Several processes: stop if the ranks' parameters differ (they must stay identical)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        total = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
+        low, high = total.clone(), total.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise RuntimeError(f"step {self.step}: the processes' parameters differ (checksums {float(low)} to "
+                               f"{float(high)}); distributed training is out of step")
+
     # -- the loop ------------------------------------------------------------------------
 
     def train(self) -> dict[str, float]:
         """Train until ``train.steps``; returns the last step's metrics. The run directory stays
         locked against other training processes until this returns."""
-        if not self.lock.held:
+        if self.main and not self.lock.held:
             self.lock = RunLock(self.run_dir)
         try:
             return self._train()
         finally:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release()
 
     def close(self) -> None:
         """Release the run directory without training (``train`` releases it when it returns)."""
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
     def _train(self) -> dict[str, float]:
         cfg = self.config.train
@@ -296,7 +355,7 @@ class Trainer:
         plain_lines = not (self.show_progress and self.console.is_terminal)
         started, first_step = time.perf_counter(), self.step
         events = None
-        if cfg.tensorboard:
+        if cfg.tensorboard and self.main:
             from .tensorboard import EventWriter
 
             # events a killed run wrote after its last checkpoint are logged again: TensorBoard drops the old ones
@@ -342,6 +401,7 @@ class Trainer:
                                          f"{metrics['frames_per_s']:.0f} frames/s")
                     last = self.step == cfg.steps
                     if self.step % cfg.log_every == 0 or last or evaluated:
+                        self.check_replicas()
                         self._log(metrics, events)
                         if plain_lines:  # no live bar (a log file, or --no-progress): one line per log step
                             elapsed = time.perf_counter() - started
@@ -383,6 +443,8 @@ class Trainer:
                 "eval/length": stats["mean_length"]}
 
     def _log(self, metrics: dict, events=None) -> None:
+        if not self.main:
+            return
         record = {"step": self.step, "time": time.time(), **metrics}
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -407,7 +469,9 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def save_checkpoint(self, numbered: bool = False) -> Path:
+    def save_checkpoint(self, numbered: bool = False) -> Optional[Path]:
+        if not self.main:
+            return None
         if self.online:
             self.buffer.save()  # the collected steps survive with the checkpoint
         state = {
@@ -449,7 +513,9 @@ class Trainer:
     # -- pictures ------------------------------------------------------------------------
 
     def save_samples(self) -> Optional[Path]:
-        """Open-loop predictions on held-out videos as a GIF: truth above, model below."""
+        """Open-loop predictions on held-out videos as a GIF: truth above, model below (rank 0)."""
+        if not self.main:
+            return None
         ev = self.config.eval
         if self.online:  # held-out data does not exist online: recent replay sequences stand in
             self._eval_videos = self.buffer.sequences(ev.context + ev.horizon)
@@ -488,6 +554,15 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()
     return video_grid([list(truth.cpu()), list(model_rows)])
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised ``torch.distributed`` job, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _atomic_torch_save(obj, path: Path) -> Path:

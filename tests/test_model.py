@@ -294,3 +294,20 @@ def test_rollouts_that_cannot_fit_in_memory_are_refused_before_any_work():
     whole = model.decode(model.imagine(model.observe(squares_video(1, 3), sample=False).last, 600,
                                        sample=False).features)
     assert long.shape == (1, 1, 600, 64, 64, 1) and torch.allclose(long[:, 0], whole, atol=1e-6)
+
+
+def test_channels_last_and_bf16_give_the_plain_steps_loss_within_their_tolerances():
+    """The GPU-minded options on CPU: channels-last memory is the same arithmetic (1e-5);
+    bf16 autocast rounds activations to 8 mantissa bits (stated tolerance: 2% of the loss)."""
+    video = squares_video(2, 6)
+    noise_seed = 0
+    losses = {}
+    for name, channels_last, bf16 in (("plain", False, False), ("channels_last", True, False), ("bf16", False, True)):
+        model = tiny_model(levels=2, factor=2, channels_last=channels_last)
+        torch.manual_seed(noise_seed)
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+        with context:
+            loss, _ = model.loss_terms({"image": video}, validate=False)
+        losses[name] = float(loss)
+    assert losses["channels_last"] == pytest.approx(losses["plain"], rel=1e-5)
+    assert losses["bf16"] == pytest.approx(losses["plain"], rel=2e-2)
