@@ -20,7 +20,7 @@ from .mppi import MPPIConfig, MPPIPlanner
 from .random_agent import RandomAgent
 
 __all__ = ["ActionSpec", "ActorCritic", "ActorCriticConfig", "ActorCriticNets", "Agent", "CEMConfig", "CEMPlanner", "ClockworkConfig", "ClockworkPlanner", "MPPIConfig",
-           "MPPIPlanner", "RandomAgent", "discounted_return", "make_agent"]
+           "MPPIPlanner", "RandomAgent", "discounted_return", "load_agent", "make_agent"]
 
 
 def make_agent(config, model, action_space, num_envs: int = 1, observation_space=None, seed=None,
@@ -45,3 +45,28 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
     kind, config_class = {"cem": (CEMPlanner, CEMConfig), "mppi": (MPPIPlanner, MPPIConfig)}[config.kind]
     return kind(model, action_space, config_class(horizon=config.horizon, **common), num_envs, observation_space,
                 seed=seed)
+
+
+def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = True, device="cpu"):
+    """The agent of a trained online run, ready to act: ``(agent, config)``.
+
+    The world model and (for ``agent.kind: actor_critic``) the actor and critic come from the
+    run's checkpoint (default ``latest.pt``); the action and observation spaces from
+    ``config.data.env``. ``evaluate``: act without exploration (the actor's mode).
+    """
+    from pathlib import Path
+
+    from cwworld.envs import make_env
+    from cwworld.train import load_model, newest_checkpoint, read_checkpoint
+
+    model, config, _ = load_model(run_dir, checkpoint, device=device)
+    if not config.data.env:
+        raise ValueError(f"load_agent: {run_dir} is not an online run (its config has no data.env)")
+    env = make_env(config.data.env)
+    state = read_checkpoint(checkpoint) if checkpoint else newest_checkpoint(Path(run_dir))[1]
+    agent = make_agent(config.agent, model, env.action_space, num_envs, env.observation_space,
+                       explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate)
+    if "agent" in state and hasattr(agent, "nets"):
+        agent.nets.load_state_dict(state["agent"]["nets"])
+    env.close()
+    return agent, config

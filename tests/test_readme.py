@@ -19,3 +19,19 @@ def test_agent_example_runs(capsys):
     assert lines[0] == "torch.Size([1, 48]) torch.Size([1, 48])"
     assert lines[1] == "[48, 12]" and lines[2] == "torch.Size([1, 12])"
     assert lines[3].split()[0] == "120"
+
+
+def test_trained_agent_example_runs(tmp_path, capsys):
+    """The example as written, on a run trained for a few steps (so its numbers mean nothing)."""
+    from cwworld.cli import main
+    from test_train import TINY
+
+    run = tmp_path / "ac"
+    assert main(["train", "--config", "cue_corridor_ac", "--run-dir", str(run), "--no-progress", *TINY,
+                 "model.head_hidden=8", "data.prefill=40", "data.collect_every=2", "data.collect_steps=8",
+                 "train.steps=2", "agent.horizon=3", "agent.starts=8", "agent.hidden=8"]) == 0
+    capsys.readouterr()
+    code = _block_after("<!-- trained-agent-example").replace('"runs/cue_corridor_ac"', repr(str(run)))
+    exec(compile(code, "README trained-agent example", "exec"), {})
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"success \d+%, mean episode length \d+", line), line
