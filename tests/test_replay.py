@@ -206,3 +206,19 @@ def test_a_share_of_each_batch_can_start_at_episode_starts():
     assert np.mean([plain.sample(8, 6)["image"][:, 0, 0, 0, 0].tolist().count(0) for _ in range(50)]) < 2
     with pytest.raises(ValueError, match="episode_start_fraction"):
         ReplayBuffer(episode_start_fraction=0.8, recent_fraction=0.5)
+
+
+def test_a_bad_oldest_chunk_does_not_set_the_schema(tmp_path):
+    from cwworld.data.replay import _write_chunk
+
+    def steps(n, image_dtype=np.uint8):
+        return {"image": np.zeros((n, 4, 4, 1), image_dtype), "action": np.zeros((n, 1), np.float32),
+                "reward": np.zeros(n, np.float32), "is_first": np.eye(1, n, dtype=bool)[0],
+                "is_last": np.zeros(n, bool), "is_terminal": np.zeros(n, bool)}
+
+    _write_chunk(tmp_path, "bad_00000000", steps(5, np.float64), 1)  # the oldest: float images
+    _write_chunk(tmp_path, "good_00000000", steps(6), 2)
+    _write_chunk(tmp_path, "good_00000000", steps(7), 3)
+    with pytest.warns(UserWarning, match=r"'image' must be uint8"):
+        buffer = ReplayBuffer.load(tmp_path)
+    assert len(buffer) == 13 and [p.name for p, _ in buffer.skipped_files] == ["00000000000000000001-bad_00000000-5.npz"]

@@ -371,6 +371,7 @@ class ReplayBuffer:
             self._skip(path, f"field lengths {lengths} do not match the {length} steps in its name")
             return None
         try:
+            validate_episode(data, str(path))  # a chunk no writer could have stored never sets the schema
             self._check_schema(data, str(path), per_step=False)
         except ValueError as err:
             self._skip(path, str(err))
