@@ -222,3 +222,17 @@ def test_a_bad_oldest_chunk_does_not_set_the_schema(tmp_path):
     with pytest.warns(UserWarning, match=r"'image' must be uint8"):
         buffer = ReplayBuffer.load(tmp_path)
     assert len(buffer) == 13 and [p.name for p, _ in buffer.skipped_files] == ["00000000000000000001-bad_00000000-5.npz"]
+
+
+def test_two_writers_on_one_directory_keep_its_capacity(tmp_path):
+    a = ReplayBuffer(tmp_path, capacity=40, chunk_size=10, seed=0)
+    b = ReplayBuffer(tmp_path, capacity=40, chunk_size=10, seed=1)
+    for t in range(60):
+        for buffer in (a, b):
+            buffer.add_step({"image": np.zeros((4, 4, 1), np.uint8), "action": np.zeros(1, np.float32),
+                             "reward": np.float32(0), "is_first": t == 0})
+    from cwworld.data.replay import parse_chunk_name
+
+    on_disk = sum(parse_chunk_name(p)[2] for p in tmp_path.glob("*.npz"))
+    assert on_disk <= 40, on_disk  # was 80 per writer's count: each kept its own 40
+    assert len(ReplayBuffer.load(tmp_path)) == on_disk

@@ -316,6 +316,7 @@ class ReplayBuffer:
     def _evict(self) -> None:
         excess = len(self) - self.capacity
         if excess <= 0:
+            self._evict_on_disk()
             return
         chunks = sorted((c for s in self.streams.values() for c in s.chunks), key=lambda c: c.created)
         for chunk in chunks:
@@ -332,6 +333,27 @@ class ReplayBuffer:
         for path in self._unloaded:  # older than anything loaded: evicted first
             path.unlink(missing_ok=True)
         self._unloaded = []
+        self._evict_on_disk()
+
+    def _evict_on_disk(self) -> None:
+        """Other processes may write chunks into the same directory: keep the directory's total
+        within ``capacity`` too, removing its oldest complete chunk files (names only are read)."""
+        if self.directory is None:
+            return
+        entries = sorted(p for p in (parse_chunk_name(path) + (path,) if parse_chunk_name(path) else None
+                                     for path in self.directory.glob("*.npz")) if p is not None)
+        excess = sum(length for _, _, length, _ in entries) - self.capacity
+        mine = {c.path: (s, c) for s in self.streams.values() for c in s.chunks if c.path is not None}
+        for _, _, length, path in entries:
+            if excess <= 0:
+                break
+            path.unlink(missing_ok=True)
+            excess -= length
+            if path in mine:  # one of ours (an older in-memory view): forget it as well
+                stream, chunk = mine[path]
+                if chunk in stream.chunks:
+                    stream.chunks.remove(chunk)
+                    self._changed()
 
     # -- loading -------------------------------------------------------------------------
 
