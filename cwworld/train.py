@@ -360,6 +360,9 @@ class Trainer:
 
             # events a killed run wrote after its last checkpoint are logged again: TensorBoard drops the old ones
             events = EventWriter(self.run_dir, purge_step=self.step + 1 if self.step else None)
+        if self.step and self.step % cfg.sample_every == 0 and self.main and \
+                not (self.run_dir / "samples" / f"step_{self.step:06d}.gif").exists():
+            self.save_samples()  # a run killed between its checkpoint and this GIF: make it now
         batches = self.batches()
         try:
             with progress:

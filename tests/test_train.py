@@ -130,3 +130,15 @@ def test_broken_checkpoints_are_named_and_the_newest_intact_one_is_used(tmp_path
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match=r"mismatch.pt: the checkpoint's weights do not fit this model.*size mismatch"):
         load_model(tmp_path, tmp_path / "mismatch.pt")
+
+
+def test_a_sample_gif_lost_to_a_kill_is_made_on_resume(tmp_path):
+    first = Trainer(tiny_run_config(2, save_every=2), tmp_path, progress=False)
+    first.config.train.sample_every = 2
+    first.train()
+    gif = tmp_path / "samples" / "step_000002.gif"
+    gif.unlink()  # as if the run was killed after its checkpoint, before the GIF
+    config = tiny_run_config(3, save_every=2)
+    config.train.sample_every = 2
+    Trainer(config, tmp_path, progress=False).train()
+    assert gif.read_bytes()[:6] == b"GIF89a"
