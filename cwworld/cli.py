@@ -210,11 +210,14 @@ def _predict(args) -> int:
     context = torch.from_numpy(video[None, : args.context]).to(model.device)
     pred = model.predict(context, args.horizon, num_samples=args.samples)[0].cpu()  # [S, H, h, w, c]
     truth = torch.from_numpy(video[: args.context + args.horizon]).float() / 255.0
-    rows = [[truth]] + [[torch.cat([truth[: args.context], p])] for p in pred]
+    with torch.no_grad():  # the model's rows show its reconstructions of the context, as cwworld eval's do
+        recon = model.decode(model.observe(context).features)[0].cpu()  # [context, h, w, c]
+    rows = [[truth]] + [[torch.cat([recon, p])] for p in pred]
     path = save_video(args.out, video_grid(rows) if not args.side_by_side else
-                      video_grid([[truth] + [torch.cat([truth[: args.context], p]) for p in pred]]), fps=args.fps)
+                      video_grid([[truth] + [torch.cat([recon, p]) for p in pred]]), fps=args.fps)
     console.print(f"{path}: ground truth ({len(truth)} frames) and {args.samples} prediction(s) of "
-                  f"{args.horizon} frames after {args.context} context frames (model step {step})")
+                  f"{args.horizon} frames after the model's reconstruction of {args.context} context frames "
+                  f"(model step {step})")
     return 0
 
 
