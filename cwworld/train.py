@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 from .config import Config, load_config, save_config
 from .data import make_dataset, make_loader
@@ -347,9 +348,12 @@ class Trainer:
         if self.step >= cfg.steps:
             self.console.print(f"[green]{self.run_dir}: already trained for {self.step} steps[/]")
             return metrics
-        progress = Progress(
-            TextColumn("step {task.completed}/{task.total}"), BarColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        progress = Progress(  # the times before the metrics: a narrow terminal cuts the metrics, not the ETA
+            TextColumn("step {task.completed}/{task.total}", table_column=Column(min_width=14)),
+            BarColumn(bar_width=20, table_column=Column(min_width=10)),
+            TimeElapsedColumn(table_column=Column(min_width=7)), TextColumn("ETA"),
+            TimeRemainingColumn(table_column=Column(min_width=7)),
+            TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
             console=self.console, disable=not self.show_progress,
         )
         plain_lines = not (self.show_progress and self.console.is_terminal)

@@ -142,3 +142,17 @@ def test_a_sample_gif_lost_to_a_kill_is_made_on_resume(tmp_path):
     config.train.sample_every = 2
     Trainer(config, tmp_path, progress=False).train()
     assert gif.read_bytes()[:6] == b"GIF89a"
+
+
+def test_at_80_columns_the_progress_bar_keeps_its_eta(tmp_path):
+    import io
+    import re
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True)
+    Trainer(tiny_run_config(2), tmp_path, console=console, progress=True).train()
+    lines = [re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", line) for line in buf.getvalue().splitlines()]
+    bar = [line for line in lines if "step 2/2" in line and "ETA" in line]
+    assert bar and re.search(r"ETA \d+:\d\d:\d\d", bar[-1]), bar[-1:]
