@@ -15,6 +15,7 @@ Training videos use the training digits, test videos the test digits.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from importlib import resources
@@ -64,11 +65,9 @@ def load_digits(path: Optional[Union[str, os.PathLike]] = None, split: str = "tr
     standard IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``),
     or an npz with ``x_train``/``x_test`` (Keras) or ``train_images``/``test_images``.
     """
-    if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', found {split!r}")
+    _check_split(split)
     if path is None:
-        with resources.as_file(resources.files("cwworld.data") / "assets" / "mnist_digits.npz") as shipped:
-            return _digits_from_npz(shipped, split)
+        return _digits_from_npz(None, split)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"MNIST digits: {path} does not exist")
@@ -97,11 +96,9 @@ def load_labels(path: Optional[Union[str, os.PathLike]] = None, split: str = "tr
     """The classes ``uint8 [N]`` of :func:`load_digits`' digits (same ``path`` and ``split``): the
     shipped npz's ``train_labels``/``test_labels``, Keras' ``y_train``/``y_test``, or the IDX label
     files next to the image files."""
-    if split not in _SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', found {split!r}")
+    _check_split(split)
     if path is None:
-        with resources.as_file(resources.files("cwworld.data") / "assets" / "mnist_digits.npz") as shipped:
-            return _labels_from_npz(shipped, split)
+        return _labels_from_npz(None, split)
     path = Path(path)
     if path.is_dir() and (path / "mnist.npz").exists():
         return _labels_from_npz(path / "mnist.npz", split)
@@ -115,24 +112,31 @@ def load_labels(path: Optional[Union[str, os.PathLike]] = None, split: str = "tr
     raise FileNotFoundError(f"MNIST labels: {folder} holds no {_LABEL_NAMES[split][0]}[.gz]")
 
 
-def _labels_from_npz(path: Path, split: str) -> np.ndarray:
-    keys = (f"y_{split}", f"{split}_labels")
-    with np.load(path, allow_pickle=False) as data:
-        for key in keys:
-            if key in data:
-                return np.asarray(data[key]).astype(np.uint8)
-        raise KeyError(f"{path}: no digit labels for split {split!r}: expected key {' or '.join(keys)}, "
-                       f"found keys {sorted(data.files)}")
+def _check_split(split: str) -> None:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', found {split!r}")
 
 
-def _digits_from_npz(path: Path, split: str) -> np.ndarray:
-    keys = (f"x_{split}", f"{split}_images")
-    with np.load(path, allow_pickle=False) as data:
-        for key in keys:
-            if key in data:
-                return _check_digits(data[key], path, key)
-        raise KeyError(f"{path}: no digit images for split {split!r}: expected key {' or '.join(keys)}, "
-                       f"found keys {sorted(data.files)}")
+def _npz_array(path: Optional[Path], split: str, what: str, keys: tuple[str, str]) -> tuple[np.ndarray, Path, str]:
+    """The first of ``keys`` in an npz (``path`` None: the shipped digits) -> ``(array, path, key)``."""
+    with contextlib.ExitStack() as stack:
+        if path is None:
+            path = stack.enter_context(resources.as_file(resources.files("cwworld.data") / "assets" / "mnist_digits.npz"))
+        with np.load(path, allow_pickle=False) as data:
+            for key in keys:
+                if key in data:
+                    return data[key], path, key
+            raise KeyError(f"{path}: no digit {what} for split {split!r}: expected key {' or '.join(keys)}, "
+                           f"found keys {sorted(data.files)}")
+
+
+def _labels_from_npz(path: Optional[Path], split: str) -> np.ndarray:
+    labels, _, _ = _npz_array(path, split, "labels", (f"y_{split}", f"{split}_labels"))
+    return np.asarray(labels).astype(np.uint8)
+
+
+def _digits_from_npz(path: Optional[Path], split: str) -> np.ndarray:
+    return _check_digits(*_npz_array(path, split, "images", (f"x_{split}", f"{split}_images")))
 
 
 def _check_digits(images: np.ndarray, path, key: str = "images") -> np.ndarray:
