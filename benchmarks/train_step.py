@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --preset mmnist --batch 16 --seq-len 100 --warmup 2 --steps 5
     python benchmarks/train_step.py --preset mmnist --bf16            # bfloat16 autocast
     python benchmarks/train_step.py --preset mmnist --compile         # torch.compile the loss
+    python benchmarks/train_step.py --preset mmnist --compile-parts   # compile cell steps and conv stacks only
     python benchmarks/train_step.py --preset mmnist --no-channels-last --no-keep-memory
 
 Prints step seconds (min / median / max), frames/s and peak memory; ``--json PATH``
@@ -33,6 +34,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     parser.add_argument("--compile", action="store_true", help="torch.compile the loss")
+    parser.add_argument("--compile-parts", action="store_true",
+                        help="torch.compile each level's cell step and the conv stacks (CWVAE.compile_parts)")
     parser.add_argument("--no-channels-last", action="store_true", help="NCHW convolutions")
     parser.add_argument("--no-keep-memory", action="store_true",
                         help="leave glibc malloc at its defaults (see cwworld.utils.keep_freed_memory)")
@@ -58,6 +61,8 @@ def main(argv=None) -> dict:
     batch = {"image": torch.randint(0, 256, shape, dtype=torch.uint8, device=device)}
     if cfg.model.action_dim:
         batch["action"] = torch.randn(args.batch, args.seq_len, cfg.model.action_dim, device=device)
+    if args.compile_parts:
+        model.compile_parts()
     loss_fn = torch.compile(model.loss_terms) if args.compile else model.loss_terms
 
     def step():
@@ -87,7 +92,7 @@ def main(argv=None) -> dict:
         "impl": "cwworld",
         "config": {
             "preset": args.preset, "batch": args.batch, "seq_len": args.seq_len, "bf16": args.bf16,
-            "compile": args.compile, "channels_last": cfg.model.channels_last,
+            "compile": args.compile, "compile_parts": args.compile_parts, "channels_last": cfg.model.channels_last,
             "keep_freed_memory": device.type == "cpu" and not args.no_keep_memory,
             "device": str(device), "threads": torch.get_num_threads(), "params": params,
             "overrides": overrides,

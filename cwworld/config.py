@@ -196,7 +196,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast to bfloat16
-    compile: bool = False  # torch.compile the training step
+    compile: bool = False  # torch.compile the training step (the whole unrolled loss)
+    compile_parts: bool = False  # torch.compile each level's cell step and the conv stacks (CWVAE.compile_parts)
     log_every: int = 50  # steps between metric lines (JSONL and TensorBoard)
     save_every: int = 1000  # steps between numbered checkpoints (latest is written too)
     sample_every: int = 1000  # steps between open-loop prediction GIFs (and at the end)

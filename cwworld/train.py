@@ -187,6 +187,8 @@ class Trainer:
         self.nonfinite_total = 0
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self.last_eval = None  # the latest agent evaluation's success rate (online runs)
+        if config.train.compile_parts:
+            self.model.compile_parts()
         self._loss_fn = self.model.loss_terms
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
