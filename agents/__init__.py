@@ -54,16 +54,14 @@ def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = Tru
     run's checkpoint (default ``latest.pt``); the action and observation spaces from
     ``config.data.env``. ``evaluate``: act without exploration (the actor's mode).
     """
-    from pathlib import Path
-
     from cwworld.envs import make_env
-    from cwworld.train import load_model, newest_checkpoint, read_checkpoint
+    from cwworld.train import model_from_checkpoint, run_checkpoint
 
-    model, config, _ = load_model(run_dir, checkpoint, device=device)
+    path, state = run_checkpoint(run_dir, checkpoint)  # read once: the world model and the actor
+    model, config, _ = model_from_checkpoint(path, state, device=device)
     if not config.data.env:
         raise ValueError(f"load_agent: {run_dir} is not an online run (its config has no data.env)")
     env = make_env(config.data.env)
-    state = read_checkpoint(checkpoint) if checkpoint else newest_checkpoint(Path(run_dir))[1]
     agent = make_agent(config.agent, model, env.action_space, num_envs, env.observation_space,
                        explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate)
     if "agent" in state and hasattr(agent, "nets"):

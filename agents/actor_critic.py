@@ -244,7 +244,8 @@ class ActorCritic(Agent):
             returns = lambda_returns(reward, cont, target, cfg.discount, cfg.return_lambda)  # (N, H)
             alive = torch.cumprod(torch.cat([torch.ones_like(cont[:, :1]), cont[:, :-1]], 1), 1)  # (N, H)
             weight = alive * start_weight[:, None]
-            spread = torch.quantile(returns.flatten(), 0.95) - torch.quantile(returns.flatten(), 0.05)
+            low, high = torch.quantile(returns.flatten(), returns.new_tensor([0.05, 0.95]))
+            spread = high - low
             if self.updates == 0 and float(nets.return_scale) == 0.0:
                 nets.return_scale.copy_(spread)
             else:

@@ -80,10 +80,9 @@ def _spawn_training(args) -> int:
 
     import torch.multiprocessing as mp
 
-    cfg = load_config(args.config, args.overrides)  # refuse what every process would refuse, once
-    if cfg.train.batch_size % args.nproc:
-        raise ValueError(f"train.batch_size ({cfg.train.batch_size}) is the global batch: it must split evenly "
-                         f"over {args.nproc} processes")
+    from .train import check_global_batch
+
+    check_global_batch(load_config(args.config, args.overrides), args.nproc)  # refused once, before spawning
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

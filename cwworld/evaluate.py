@@ -373,8 +373,6 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
     if "identity_mean" in results[0].curves():
         metrics.append(("identity", "digit identity accuracy"))
     for metric, label in metrics:
-        if f"{metric}_mean" not in results[0].curves():
-            continue
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
         for i, result in enumerate(results):
             curves = result.curves()

@@ -48,6 +48,7 @@ from rich.table import Column
 from .config import Config, load_config, save_config
 from .data import make_dataset, make_loader
 from .inputs import check_batch
+from .clock import level_lengths
 from .model import CWVAE
 from .utils import RunLock, atomic_output, remove_stale_temporaries, atomic_write_text, keep_freed_memory, pick_device
 from .viz import save_gif, video_grid
@@ -65,18 +66,27 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
 
     ``checkpoint``: a checkpoint file; default ``RUN_DIR/checkpoints/latest.pt``.
     """
-    run_dir = Path(run_dir)
-    if checkpoint:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        state = read_checkpoint(path)
-    else:
-        path, state = newest_checkpoint(run_dir)
+    return model_from_checkpoint(*run_checkpoint(run_dir, checkpoint), device=device)
+
+
+def model_from_checkpoint(path: Path, state: dict, device: Union[str, torch.device] = "cpu"
+                          ) -> tuple[CWVAE, Config, int]:
+    """:func:`load_model` from a checkpoint already read (``path`` names it in errors)."""
     config = Config.from_dict(state["config"], source=str(path))
     model = CWVAE(config.model)
     _load_state(model, state["model"], path)
     return model.to(device).eval(), config, int(state["step"])
+
+
+def run_checkpoint(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str, os.PathLike]] = None
+                   ) -> tuple[Path, dict]:
+    """``(path, contents)`` of ``checkpoint``, default the run's newest intact one."""
+    if not checkpoint:
+        return newest_checkpoint(Path(run_dir))
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    return path, read_checkpoint(path)
 
 
 def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
@@ -153,9 +163,7 @@ class Trainer:
         if self.world > 1:
             if dataset is None and config.data.kind == "replay" and config.data.env is not None:
                 raise ValueError("online runs (data.env) train in one process; run without --nproc / torchrun")
-            if config.train.batch_size % self.world:
-                raise ValueError(f"train.batch_size ({config.train.batch_size}) is the global batch: it must split "
-                                 f"evenly over {self.world} processes")
+            check_global_batch(config, self.world)
         self.lock = RunLock(self.run_dir) if self.main else None  # one training job per run directory
         self.console = (console or Console(stderr=True)) if self.main else Console(stderr=True, quiet=True)
         self.show_progress = progress and self.main
@@ -308,8 +316,9 @@ class Trainer:
         this rank's rows taken, so that no result depends on the number of processes."""
         generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
         rows = slice(self.rank * B, (self.rank + 1) * B)
-        return [torch.randn(B * self.world, -(-T // period), stoch, generator=generator)[rows].to(self.device)
-                for period, stoch in zip(self.model.periods, self.model.stoch)]
+        lengths = level_lengths(T, self.config.model.factor, self.model.levels)
+        return [torch.randn(B * self.world, n, stoch, generator=generator)[rows].to(self.device)
+                for n, stoch in zip(lengths, self.model.stoch)]
 
     def check_replicas(self) -> None:
         """Several processes: stop if the ranks' parameters differ (they must stay identical)."""
@@ -563,6 +572,13 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()
     return video_grid([list(truth.cpu()), list(model_rows)])
+
+
+def check_global_batch(config: Config, world: int) -> None:
+    """``train.batch_size`` is the global batch: ``ValueError`` unless it splits over ``world`` processes."""
+    if config.train.batch_size % world:
+        raise ValueError(f"train.batch_size ({config.train.batch_size}) is the global batch: it must split "
+                         f"evenly over {world} processes")
 
 
 def _distributed() -> tuple[int, int]:

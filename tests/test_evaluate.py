@@ -323,18 +323,12 @@ def test_the_digit_classifier_reads_held_out_digits_and_the_identity_metric_sepa
 
 def _redraw(videos, index: int, digits_of: int) -> np.ndarray:
     """Video ``index``'s motion with the digits of video ``digits_of``."""
-    from cwworld.data.moving_mnist import DIGIT_SIZE, _SPLITS, moving_mnist_video
+    from cwworld.data.moving_mnist import _SPLITS, draw_digits, moving_mnist_layout
 
     rng = np.random.default_rng([videos.seed, _SPLITS[videos.split], digits_of])
-    _, which, _ = moving_mnist_video(rng, videos.digits, 2, with_layout=True)
+    which, _ = moving_mnist_layout(rng, len(videos.digits), 2)
     _, corners = videos.layout(index)
-    frames = np.zeros((videos.seq_len, 64, 64, 1), np.uint8)
-    for t in range(videos.seq_len):
-        for i, d in enumerate(which):
-            y, x = corners[t, i]
-            window = frames[t, y:y + DIGIT_SIZE, x:x + DIGIT_SIZE, 0]
-            np.maximum(window, videos.digits[d], out=window)
-    return frames
+    return draw_digits(videos.digits[which], corners)
 
 
 def test_eval_into_an_unwritable_folder_stops_before_the_work(trained_run, tmp_path, capsys, monkeypatch):

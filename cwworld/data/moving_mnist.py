@@ -154,6 +154,38 @@ def bounce(start: np.ndarray, velocity: np.ndarray, length: int, high: float) ->
     return high - np.abs(high - phase)
 
 
+def moving_mnist_layout(
+    rng: np.random.Generator,
+    available: int,
+    length: int,
+    num_digits: int = 2,
+    image_size: int = 64,
+    speed: float = 1.0,
+    velocity_range: tuple[float, float] = (2.0, 6.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``available`` digits a video shows ``[num_digits]``, and their top-left corners
+    ``[length, num_digits, 2]`` (y, x), without drawing anything."""
+    high = float(image_size - DIGIT_SIZE)
+    which = rng.integers(available, size=num_digits)
+    start = rng.uniform(0.0, high, size=(num_digits, 2))  # (y, x) of the top-left corner
+    magnitude = rng.uniform(*velocity_range, size=num_digits) * speed
+    angle = rng.uniform(0.0, 2.0 * np.pi, size=num_digits)
+    velocity = np.stack([np.sin(angle), np.cos(angle)], axis=-1) * magnitude[:, None]
+    return which, np.rint(bounce(start, velocity, length, high)).astype(np.int64)  # [T, n, 2]
+
+
+def draw_digits(chosen: np.ndarray, corners: np.ndarray, image_size: int = 64) -> np.ndarray:
+    """Digits ``chosen [n, 28, 28]`` drawn at ``corners [T, n, 2]`` (overlaps combine with ``max``)
+    -> ``uint8 [T, image_size, image_size, 1]``."""
+    video = np.zeros((len(corners), image_size, image_size, 1), dtype=np.uint8)
+    for t in range(len(corners)):
+        for i in range(len(chosen)):
+            y, x = corners[t, i]
+            window = video[t, y : y + DIGIT_SIZE, x : x + DIGIT_SIZE, 0]
+            np.maximum(window, chosen[i], out=window)
+    return video
+
+
 def moving_mnist_video(
     rng: np.random.Generator,
     digits: np.ndarray,
@@ -165,21 +197,9 @@ def moving_mnist_video(
     with_layout: bool = False,
 ):
     """One video ``uint8 [length, image_size, image_size, 1]``; with ``with_layout`` also the
-    chosen digits' indices ``[num_digits]`` and their top-left corners ``[length, num_digits, 2]`` (y, x)."""
-    high = float(image_size - DIGIT_SIZE)
-    which = rng.integers(len(digits), size=num_digits)
-    chosen = digits[which]
-    start = rng.uniform(0.0, high, size=(num_digits, 2))  # (y, x) of the top-left corner
-    magnitude = rng.uniform(*velocity_range, size=num_digits) * speed
-    angle = rng.uniform(0.0, 2.0 * np.pi, size=num_digits)
-    velocity = np.stack([np.sin(angle), np.cos(angle)], axis=-1) * magnitude[:, None]
-    corners = np.rint(bounce(start, velocity, length, high)).astype(np.int64)  # [T, n, 2]
-    video = np.zeros((length, image_size, image_size, 1), dtype=np.uint8)
-    for t in range(length):
-        for i in range(num_digits):
-            y, x = corners[t, i]
-            window = video[t, y : y + DIGIT_SIZE, x : x + DIGIT_SIZE, 0]
-            np.maximum(window, chosen[i], out=window)
+    chosen digits' indices and corners (:func:`moving_mnist_layout`)."""
+    which, corners = moving_mnist_layout(rng, len(digits), length, num_digits, image_size, speed, velocity_range)
+    video = draw_digits(digits[which], corners, image_size)
     return (video, which, corners) if with_layout else video
 
 
@@ -236,9 +256,9 @@ class MovingMNIST(Dataset):
             raise IndexError(f"MovingMNIST: index {index} out of range for {self.num_videos} videos")
         if self.labels is None:
             self.labels = load_labels(self.digits_path, self.split)
-        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])
-        _, which, corners = moving_mnist_video(rng, self.digits, self.seq_len, self.num_digits, self.image_size,
-                                               self.speed, with_layout=True)
+        rng = np.random.default_rng([self.seed, _SPLITS[self.split], index])  # the video's own draws
+        which, corners = moving_mnist_layout(rng, len(self.digits), self.seq_len, self.num_digits, self.image_size,
+                                             self.speed)
         return self.labels[which], corners
 
     def __getitem__(self, index: int) -> dict:

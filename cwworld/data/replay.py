@@ -315,10 +315,7 @@ class ReplayBuffer:
 
     def _evict(self) -> None:
         excess = len(self) - self.capacity
-        if excess <= 0:
-            self._evict_on_disk()
-            return
-        chunks = sorted((c for s in self.streams.values() for c in s.chunks), key=lambda c: c.created)
+        chunks = [] if excess <= 0 else sorted((c for s in self.streams.values() for c in s.chunks), key=lambda c: c.created)
         for chunk in chunks:
             if excess <= 0:
                 break
@@ -340,8 +337,8 @@ class ReplayBuffer:
         within ``capacity`` too, removing its oldest complete chunk files (names only are read)."""
         if self.directory is None:
             return
-        entries = sorted(p for p in (parse_chunk_name(path) + (path,) if parse_chunk_name(path) else None
-                                     for path in self.directory.glob("*.npz")) if p is not None)
+        entries = sorted((*parsed, path) for path in self.directory.glob("*.npz")
+                         if (parsed := parse_chunk_name(path)) is not None)
         excess = sum(length for _, _, length, _ in entries) - self.capacity
         mine = {c.path: (s, c) for s in self.streams.values() for c in s.chunks if c.path is not None}
         for _, _, length, path in entries:
