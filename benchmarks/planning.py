@@ -28,7 +28,6 @@ from cwworld.utils import cpu_name, keep_freed_memory, pick_device
 
 
 def _planners(model, space, B, budget, iterations, windows):
-    k = model.factor
     population = 64
     horizon = max(budget // population, 1)
     yield "CEM", CEMPlanner(model, space, CEMConfig(horizon=horizon, population=population, elites=8,

@@ -131,8 +131,12 @@ def _train_here(args) -> int:
 
 def _eval(args) -> int:
     from .evaluate import evaluate_run, plot_metrics
+    from .pretrained import default_run_dir
+    from .utils import keep_freed_memory, pick_device
 
     console = Console(stderr=True)
+    if pick_device(args.device).type == "cpu":
+        keep_freed_memory()  # large prediction tensors: no page faults afresh for every batch
     results = []
     # argparse gives every positional to RUN_DIR...; key=value ones that name no folder are overrides
     overrides = [d for d in args.run_dirs if "=" in d and not Path(d).exists()]
@@ -141,7 +145,7 @@ def _eval(args) -> int:
     if not args.run_dirs:
         raise ValueError("expected at least one RUN_DIR before the key=value overrides")
     for run_dir in args.run_dirs:
-        out = Path(args.out) / Path(run_dir).name if args.out and len(args.run_dirs) > 1 else args.out
+        out = Path(args.out) / default_run_dir(run_dir).name if args.out and len(args.run_dirs) > 1 else args.out
         result, paths = evaluate_run(
             run_dir, out, context=args.context, horizon=args.horizon, num_samples=args.samples,
             num_videos=args.videos, batch_size=args.batch_size, checkpoint=args.checkpoint,
@@ -180,6 +184,18 @@ def _eval(args) -> int:
         out = Path(args.out or "eval_compare")
         paths = plot_metrics(results, out)
         console.print(f"comparison plots: {paths['ssim']}, {paths['psnr']}")
+    return 0
+
+
+def _export(args) -> int:
+    import torch
+
+    from .pretrained import export_pretrained
+
+    if not str(args.out).endswith(".pt"):
+        raise ValueError(f"{args.out}: the exported file's name must end in .pt")
+    path = export_pretrained(args.run_dir, args.out, dtype=torch.float32 if args.fp32 else torch.float16)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
@@ -278,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(metrics.csv, metrics.json, kl.csv, ssim.png, psnr.png, predictions.gif, top_prior.gif); "
                     "several runs are also plotted together (--out, default ./eval_compare).",
     )
-    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `cwworld train`")
+    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="run directories written by `cwworld train`, files written by `cwworld export`, or "
+                         "pretrained:NAME (a model shipped with cwworld)")
     ev.add_argument("--context", type=_positive_int, default=None, help="context frames observed (default: the config's eval.context)")
     ev.add_argument("--horizon", type=_positive_int, default=None, help="frames predicted open-loop (default: eval.horizon)")
     ev.add_argument("--samples", type=_positive_int, default=None,
@@ -307,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Observe the first --context frames of --video, predict --horizon frames, and write the "
                     "ground truth (top) above each sample (below); .gif or .mp4 by the --out extension.",
     )
-    pr.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `cwworld train`")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `cwworld train`, a file written "
+                                                        "by `cwworld export`, or pretrained:NAME")
     pr.add_argument("--video", required=True, help="a video file (.mp4, .avi, .gif, .npz, ...), resized to the model's size")
     pr.add_argument("--context", type=_positive_int, default=36, help="frames observed before predicting (default 36)")
     pr.add_argument("--horizon", type=_positive_int, default=500, help="frames predicted after the context (default 500)")
@@ -334,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--chunk-size", type=int, default=1000, help="steps per chunk file (default 1000)")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
     conv.set_defaults(func=_convert)
+
+    ex = sub.add_parser(
+        "export", help="write a run's model as one small file (weights in float16) for eval, predict, load_model",
+        description="Write RUN_DIR's newest checkpoint without optimizer or random state, weights in float16 "
+                    "(--fp32 to keep float32). The file is accepted wherever a RUN_DIR is: cwworld eval OUT.pt, "
+                    "cwworld predict OUT.pt, cwworld.load_model('OUT.pt'). Not for resuming training.",
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `cwworld train`")
+    ex.add_argument("out", metavar="OUT.pt", help="file to write (atomically)")
+    ex.add_argument("--fp32", action="store_true", help="keep the weights in float32")
+    ex.set_defaults(func=_export)
 
     config = sub.add_parser("config", help="print a resolved config as YAML")
     config.add_argument("config", nargs="?", default=None, help="preset name or YAML file")

@@ -203,6 +203,7 @@ class TrainConfig:
     sample_every: int = 1000  # steps between open-loop prediction GIFs (and at the end)
     tensorboard: bool = True  # also write metrics as TensorBoard events
     max_nonfinite: int = 10  # consecutive non-finite losses before the run stops
+    max_minutes: Optional[float] = None  # stop (checkpoint, GIF) once training has run this long, resumes summed
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "sample_every", "max_nonfinite"):
@@ -210,6 +211,8 @@ class TrainConfig:
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.adam_eps", self.adam_eps, 0.0, None, low_open=True)
         _check_range("train.grad_clip", self.grad_clip, 0.0, None, low_open=True)
+        if self.max_minutes is not None:
+            _check_range("train.max_minutes", self.max_minutes, 0.0, None, low_open=True)
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(
                 f"train.device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}"

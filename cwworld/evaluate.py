@@ -422,7 +422,7 @@ def evaluate_run(
     fvd_frames: int = 16,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate a run directory's model on its config's held-out data; writes into
-    ``out_dir`` (default ``RUN_DIR/eval``). Arguments left None come from the config's
+    ``out_dir`` (default ``RUN_DIR/eval``; for ``pretrained:NAME``, ``runs/pretrained_NAME/eval``). Arguments left None come from the config's
     ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
     ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS;
     ``i3d_path``: a local ``i3d_torchscript.pt`` to also report FVD over ``fvd_frames`` frames."""
@@ -433,12 +433,13 @@ def evaluate_run(
 
     from .utils import check_writable
 
-    run_dir = Path(run_dir)
-    out_dir = check_writable(out_dir or run_dir / "eval", "cwworld eval")  # before the work, not after
+    from .pretrained import default_run_dir
+
+    out_dir = check_writable(out_dir or default_run_dir(run_dir) / "eval", "cwworld eval")  # before the work
     model, config, step = load_model(run_dir, checkpoint, device=pick_device(device))
     apply_overrides(config, overrides)
     if config.data.kind == "replay" and config.data.env and not config.data.path:
-        config.data.path = str(run_dir / "replay")  # an online run: evaluate on what it collected
+        config.data.path = str(Path(run_dir) / "replay")  # an online run: evaluate on what it collected
     ev = config.eval
     for name, value in (("context", context), ("horizon", horizon), ("num_samples", num_samples),
                         ("num_videos", num_videos), ("batch_size", batch_size)):
@@ -458,6 +459,6 @@ def evaluate_run(
 
         i3d = I3DFeatures(i3d_path, device=model.device)
     result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
-                      seed=seed, progress=progress, name=run_dir.name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames)
+                      seed=seed, progress=progress, name=Path(run_dir).name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames)
     result.step = step
     return result, write_results(result, out_dir)

@@ -64,7 +64,8 @@ def load_model(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str,
                device: Union[str, torch.device] = "cpu") -> tuple[CWVAE, Config, int]:
     """A trained model from a run directory: ``(model in eval mode, config, step)``.
 
-    ``checkpoint``: a checkpoint file; default ``RUN_DIR/checkpoints/latest.pt``.
+    ``checkpoint``: a checkpoint file; default ``RUN_DIR/checkpoints/latest.pt``. ``run_dir``
+    ``pretrained:NAME`` loads a model shipped with the package (:mod:`cwworld.pretrained`).
     """
     return model_from_checkpoint(*run_checkpoint(run_dir, checkpoint), device=device)
 
@@ -80,7 +81,19 @@ def model_from_checkpoint(path: Path, state: dict, device: Union[str, torch.devi
 
 def run_checkpoint(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[str, os.PathLike]] = None
                    ) -> tuple[Path, dict]:
-    """``(path, contents)`` of ``checkpoint``, default the run's newest intact one."""
+    """``(path, contents)`` of ``checkpoint``, default the run's newest intact one; ``run_dir``
+    ``pretrained:NAME`` is a model shipped with the package (:mod:`cwworld.pretrained`)."""
+    from .pretrained import is_pretrained, pretrained_path
+
+    if is_pretrained(run_dir):
+        if checkpoint:
+            raise ValueError(f"{run_dir}: a pretrained model has one checkpoint; --checkpoint does not apply")
+        path = pretrained_path(run_dir)
+        return path, read_checkpoint(path)
+    if Path(run_dir).is_file():  # a model file (`cwworld export`)
+        if checkpoint:
+            raise ValueError(f"{run_dir}: a model file is one checkpoint; --checkpoint does not apply")
+        return Path(run_dir), read_checkpoint(run_dir)
     if not checkpoint:
         return newest_checkpoint(Path(run_dir))
     path = Path(checkpoint)
@@ -193,6 +206,7 @@ class Trainer:
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.train_seconds = 0.0  # training wall time, summed over resumes (train.max_minutes)
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self.last_eval = None  # the latest agent evaluation's success rate (online runs)
         if config.train.compile_parts:
@@ -359,6 +373,10 @@ class Trainer:
         if self.step >= cfg.steps:
             self.console.print(f"[green]{self.run_dir}: already trained for {self.step} steps[/]")
             return metrics
+        if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
+            self.console.print(f"[green]{self.run_dir}: already trained for {self.train_seconds / 60:.1f} minutes "
+                               f"(train.max_minutes={cfg.max_minutes:g}), {self.step} steps[/]")
+            return metrics
         progress = Progress(  # the times before the metrics: a narrow terminal cuts the metrics, not the ETA
             TextColumn("step {task.completed}/{task.total}", table_column=Column(min_width=14)),
             BarColumn(bar_width=20, table_column=Column(min_width=10)),
@@ -397,6 +415,8 @@ class Trainer:
                             evaluated = True
                     now = time.perf_counter()
                     metrics["frames_per_s"] = frames_per_step / (now - t0)
+                    self.train_seconds += now - t0
+                    metrics["train_minutes"] = self.train_seconds / 60
                     t0 = now
                     if self.nonfinite_in_a_row:
                         self.console.print(f"[yellow]step {self.step}: non-finite loss or gradient, update "
@@ -417,13 +437,19 @@ class Trainer:
                     progress.update(task, completed=self.step,
                                     info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
                                          f"{metrics['frames_per_s']:.0f} frames/s")
-                    last = self.step == cfg.steps
+                    out_of_time = cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes
+                    last = self.step == cfg.steps or out_of_time
+                    if out_of_time:
+                        self.console.print(f"step {self.step}: train.max_minutes={cfg.max_minutes:g} reached "
+                                           f"({self.train_seconds / 60:.1f} min of training); stopping")
                     if self.step % cfg.log_every == 0 or last or evaluated:
                         self.check_replicas()
                         self._log(metrics, events)
                         if plain_lines:  # no live bar (a log file, or --no-progress): one line per log step
                             elapsed = time.perf_counter() - started
                             eta = elapsed / max(self.step - first_step, 1) * (cfg.steps - self.step)
+                            if cfg.max_minutes is not None:
+                                eta = min(eta, 60 * cfg.max_minutes - self.train_seconds)
                             self.console.print(f"step {self.step}/{cfg.steps} loss={metrics['loss']:.1f} "
                                                f"nll={metrics['nll']:.1f} {kls} {metrics['frames_per_s']:.0f} frames/s "
                                                f"ETA {eta / 60:.1f} min", highlight=False)
@@ -497,6 +523,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "nonfinite_total": self.nonfinite_total,
+            "train_seconds": self.train_seconds,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": self.config.to_dict(),
@@ -520,6 +547,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])

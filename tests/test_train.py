@@ -156,3 +156,21 @@ def test_at_80_columns_the_progress_bar_keeps_its_eta(tmp_path):
     lines = [re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", line) for line in buf.getvalue().splitlines()]
     bar = [line for line in lines if "step 2/2" in line and "ETA" in line]
     assert bar and re.search(r"ETA \d+:\d\d:\d\d", bar[-1]), bar[-1:]
+
+
+def test_max_minutes_stops_the_run_and_its_resume(tmp_path):
+    config = tiny_run_config(50)
+    config.train.max_minutes = 1e-9  # reached by the first step
+    Trainer(config, tmp_path, progress=False).train()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1]
+    assert 0 < lines[0]["train_minutes"] < 1
+    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["step"] == 1 and state["train_seconds"] == pytest.approx(60 * lines[0]["train_minutes"])
+    resumed = Trainer(config, tmp_path, progress=False)  # the time is summed over resumes: nothing left
+    assert resumed.train() == {} and resumed.step == 1
+    config.train.max_minutes = 10.0  # a larger budget: the run goes on to train.steps
+    config.train.steps = 3
+    assert Trainer(config, tmp_path, progress=False).train()["train_minutes"] > lines[0]["train_minutes"]
+    with pytest.raises(Exception, match="max_minutes"):
+        load_config("quickstart", ["train.max_minutes=0"])
