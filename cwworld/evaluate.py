@@ -373,7 +373,7 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
     if "identity_mean" in results[0].curves():
         metrics.append(("identity", "digit identity accuracy"))
     for metric, label in metrics:
-        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+        fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
         for i, result in enumerate(results):
             curves = result.curves()
             t = np.arange(1, result.horizon + 1)
@@ -390,7 +390,7 @@ def plot_metrics(results: Sequence[EvalResult], out_dir: Union[str, os.PathLike]
         ax.set_xlabel("frames predicted after the context")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, never over them
         videos = ", ".join(sorted({str(r.num_videos) for r in results}))
         ax.set_title(f"open-loop {label.split(' (')[0]}, {videos} test videos, context {results[0].context}", fontsize=9)
         fig.tight_layout()

@@ -236,3 +236,29 @@ def test_two_writers_on_one_directory_keep_its_capacity(tmp_path):
     on_disk = sum(parse_chunk_name(p)[2] for p in tmp_path.glob("*.npz"))
     assert on_disk <= 40, on_disk  # was 80 per writer's count: each kept its own 40
     assert len(ReplayBuffer.load(tmp_path)) == on_disk
+
+
+def test_a_chunk_evicted_while_opening_is_left_out_quietly(tmp_path, monkeypatch):
+    """Another writer may evict (delete) a chunk between an opener's listing and its read: the
+    chunk is gone, not damaged, so no warning and no skipped file (benchmarks/replay_contention.py)."""
+    import warnings
+    from pathlib import Path
+
+    import cwworld.data.replay as replay
+
+    buffer = ReplayBuffer(tmp_path, chunk_size=4)
+    add_steps(buffer, episode(8))
+    buffer.save()
+    first = sorted(tmp_path.glob("*.npz"))[0]
+    real_load = np.load
+
+    def evicting_load(path, *args, **kwargs):
+        if Path(path) == first:
+            first.unlink()  # the other writer's eviction lands right now
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(replay.np, "load", evicting_load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opened = ReplayBuffer.load(tmp_path)
+    assert len(opened) == 4 and opened.vanished_files == 1 and opened.skipped_files == []

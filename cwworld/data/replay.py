@@ -208,6 +208,7 @@ class ReplayBuffer:
         self._version = 0  # bumped whenever steps are added or evicted
         self._starts_cache: dict = {}  # (seq_len, align) -> valid_starts, for the current version
         self.skipped_files: list[tuple[Path, str]] = []
+        self.vanished_files = 0  # chunks another process evicted between listing and reading them
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load_directory()
@@ -382,6 +383,9 @@ class ReplayBuffer:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 data = {key: npz[key] for key in npz.files}
+        except FileNotFoundError:  # evicted by another writer since the listing: gone, not damaged
+            self.vanished_files += 1
+            return None
         except Exception as err:  # a damaged file is skipped, never half-used
             self._skip(path, f"unreadable ({type(err).__name__}: {err})")
             return None
