@@ -30,19 +30,20 @@ from rich.console import Console
 from rich.table import Table
 
 from cwworld.evaluate import evaluate_run, plot_metrics
-from cwworld.train import load_model
-from cwworld.utils import atomic_write_text, cpu_name, keep_freed_memory
+from cwworld.train import model_from_checkpoint, run_checkpoint
+from cwworld.utils import atomic_write_text, cpu_name
 
 MARKS = (1, 10, 100, 300, 500, 1000)
 
 
 def training_summary(run_dir: Path) -> dict:
-    """Parameters, steps and training minutes of a run (its checkpoint and last metrics line)."""
-    model, config, step = load_model(run_dir)
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
+    """Parameters, steps and training minutes of a run (from its checkpoint)."""
+    path, state = run_checkpoint(run_dir)
+    model, config, step = model_from_checkpoint(path, state)
+    seconds = state.get("train_seconds")
     return {"parameters": sum(p.numel() for p in model.parameters()), "steps": step,
-            "train_minutes": last.get("train_minutes"), "levels": model.levels, "factor": config.model.factor}
+            "train_minutes": None if seconds is None else seconds / 60, "levels": model.levels,
+            "factor": config.model.factor}
 
 
 def main(argv=None) -> dict:
@@ -57,7 +58,6 @@ def main(argv=None) -> dict:
                         help="digit speeds (x the training range) for the KL-per-level table; none to skip")
     parser.add_argument("--speed-horizon", type=int, default=64, help="frames after the context in the speed table")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # CPU: large prediction tensors without fresh page faults per batch
     console = Console(width=max(Console().width, 150))  # the table is wide; a log file gets it whole
     out = Path(args.out)
     results, rows = [], []

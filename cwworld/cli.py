@@ -132,11 +132,8 @@ def _train_here(args) -> int:
 def _eval(args) -> int:
     from .evaluate import evaluate_run, plot_metrics
     from .pretrained import default_run_dir
-    from .utils import keep_freed_memory, pick_device
 
     console = Console(stderr=True)
-    if pick_device(args.device).type == "cpu":
-        keep_freed_memory()  # large prediction tensors: no page faults afresh for every batch
     results = []
     # argparse gives every positional to RUN_DIR...; key=value ones that name no folder are overrides
     overrides = [d for d in args.run_dirs if "=" in d and not Path(d).exists()]

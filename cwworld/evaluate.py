@@ -422,21 +422,21 @@ def evaluate_run(
     fvd_frames: int = 16,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate a run directory's model on its config's held-out data; writes into
-    ``out_dir`` (default ``RUN_DIR/eval``; for ``pretrained:NAME``, ``runs/pretrained_NAME/eval``). Arguments left None come from the config's
-    ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
+    ``out_dir`` (default ``RUN_DIR/eval``; for ``pretrained:NAME`` or a model file, under ``runs/``).
+    Arguments left None come from the config's ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
     ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS;
     ``i3d_path``: a local ``i3d_torchscript.pt`` to also report FVD over ``fvd_frames`` frames."""
     from .config import apply_overrides
     from .data import make_dataset
-    from .train import load_model
-    from .utils import pick_device
-
-    from .utils import check_writable
-
     from .pretrained import default_run_dir
+    from .train import load_model
+    from .utils import check_writable, keep_freed_memory, pick_device
 
     out_dir = check_writable(out_dir or default_run_dir(run_dir) / "eval", "cwworld eval")  # before the work
-    model, config, step = load_model(run_dir, checkpoint, device=pick_device(device))
+    device = pick_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does: large prediction tensors without fresh page faults per batch
+    model, config, step = load_model(run_dir, checkpoint, device=device)
     apply_overrides(config, overrides)
     if config.data.kind == "replay" and config.data.env and not config.data.path:
         config.data.path = str(Path(run_dir) / "replay")  # an online run: evaluate on what it collected

@@ -60,17 +60,12 @@ def export_pretrained(run_dir: Union[str, os.PathLike], out: Union[str, os.PathL
     """Write a run's newest checkpoint as a pretrained file: the model's weights in ``dtype``, its
     config, step and training minutes; no optimizer or random state (it is not for resuming).
     Written to a temporary name and renamed."""
-    import json
-
     from .train import run_checkpoint
     from .utils import atomic_output
 
     path, state = run_checkpoint(run_dir)
-    minutes = None
-    metrics = Path(run_dir) / "metrics.jsonl"
-    if metrics.exists():
-        lines = metrics.read_text().splitlines()
-        minutes = json.loads(lines[-1]).get("train_minutes") if lines else None
+    seconds = state.get("train_seconds")  # absent in checkpoints older than train.max_minutes
+    minutes = None if seconds is None else seconds / 60
     weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state["model"].items()}
     record = {"model": weights, "config": state["config"], "step": int(state["step"]),
               "train_minutes": minutes, "source": str(path)}

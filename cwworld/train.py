@@ -85,15 +85,11 @@ def run_checkpoint(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[
     ``pretrained:NAME`` is a model shipped with the package (:mod:`cwworld.pretrained`)."""
     from .pretrained import is_pretrained, pretrained_path
 
-    if is_pretrained(run_dir):
-        if checkpoint:
-            raise ValueError(f"{run_dir}: a pretrained model has one checkpoint; --checkpoint does not apply")
-        path = pretrained_path(run_dir)
-        return path, read_checkpoint(path)
-    if Path(run_dir).is_file():  # a model file (`cwworld export`)
+    single = pretrained_path(run_dir) if is_pretrained(run_dir) else Path(run_dir) if Path(run_dir).is_file() else None
+    if single is not None:  # a shipped model or a model file (`cwworld export`): one checkpoint
         if checkpoint:
             raise ValueError(f"{run_dir}: a model file is one checkpoint; --checkpoint does not apply")
-        return Path(run_dir), read_checkpoint(run_dir)
+        return single, read_checkpoint(single)
     if not checkpoint:
         return newest_checkpoint(Path(run_dir))
     path = Path(checkpoint)
@@ -373,7 +369,7 @@ class Trainer:
         if self.step >= cfg.steps:
             self.console.print(f"[green]{self.run_dir}: already trained for {self.step} steps[/]")
             return metrics
-        if cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes:
+        if self._seconds_left() <= 0:
             self.console.print(f"[green]{self.run_dir}: already trained for {self.train_seconds / 60:.1f} minutes "
                                f"(train.max_minutes={cfg.max_minutes:g}), {self.step} steps[/]")
             return metrics
@@ -437,7 +433,7 @@ class Trainer:
                     progress.update(task, completed=self.step,
                                     info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
                                          f"{metrics['frames_per_s']:.0f} frames/s")
-                    out_of_time = cfg.max_minutes is not None and self.train_seconds >= 60 * cfg.max_minutes
+                    out_of_time = self._seconds_left() <= 0
                     last = self.step == cfg.steps or out_of_time
                     if out_of_time:
                         self.console.print(f"step {self.step}: train.max_minutes={cfg.max_minutes:g} reached "
@@ -447,9 +443,8 @@ class Trainer:
                         self._log(metrics, events)
                         if plain_lines:  # no live bar (a log file, or --no-progress): one line per log step
                             elapsed = time.perf_counter() - started
-                            eta = elapsed / max(self.step - first_step, 1) * (cfg.steps - self.step)
-                            if cfg.max_minutes is not None:
-                                eta = min(eta, 60 * cfg.max_minutes - self.train_seconds)
+                            eta = min(elapsed / max(self.step - first_step, 1) * (cfg.steps - self.step),
+                                      self._seconds_left())
                             self.console.print(f"step {self.step}/{cfg.steps} loss={metrics['loss']:.1f} "
                                                f"nll={metrics['nll']:.1f} {kls} {metrics['frames_per_s']:.0f} frames/s "
                                                f"ETA {eta / 60:.1f} min", highlight=False)
@@ -465,6 +460,11 @@ class Trainer:
             if events is not None:
                 events.close()
         return metrics
+
+    def _seconds_left(self) -> float:
+        """Training seconds left under ``train.max_minutes`` (inf without it)."""
+        limit = self.config.train.max_minutes
+        return math.inf if limit is None else 60 * limit - self.train_seconds
 
     def evaluate_agent(self) -> dict:
         """``agent.eval_episodes`` episodes of the agent (no exploration) in a fresh environment:
