@@ -14,6 +14,7 @@ import argparse
 import errno
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -110,7 +111,7 @@ def _train_here(args) -> int:
 
     console = Console(stderr=True, quiet=int(os.environ.get("RANK", "0")) > 0)
     cfg = load_config(args.config, args.overrides)
-    name = Path(args.config).stem if args.config else "quickstart"
+    name = Path(args.config).stem
     run_dir = Path(args.run_dir or Path("runs") / name)
     console.print(f"run directory: [bold]{run_dir}[/]")
     trainer = Trainer(cfg, run_dir, console=console, progress=not args.no_progress)
@@ -273,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a CW-VAE into a run directory. Without --config: the 'quickstart' preset on built-in Moving MNIST (about 5 minutes on 2 CPU cores).",
     )
     train.add_argument("--config", default=None,
-                       help="preset name (see `cwworld presets`) or YAML file; default: quickstart")
+                       help="preset name (see `cwworld presets`) or YAML file; default: the run directory's own "
+                            "config.yaml when it has one, else quickstart")
     train.add_argument("--run-dir", default=None,
                        help="where checkpoints, metrics and samples go; default: runs/<config name>. "
                             "An existing run directory is resumed.")
@@ -372,7 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: the message, not the source line that raised it."""
+    return f"cwworld: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand anywhere among the options (`train --run-dir X a=b --no-progress c=d`)
@@ -382,7 +390,10 @@ def main(argv=None) -> int:
     if misplaced:
         args.overrides = list(args.overrides) + misplaced
     if getattr(args, "command", None) == "train" and args.config is None:
-        args.config = "quickstart"
+        # an existing run directory goes on with its own config (overrides apply on top, e.g. a
+        # longer train.steps or train.max_minutes); a new one starts from the quickstart
+        saved = Path(args.run_dir) / "config.yaml" if args.run_dir else None
+        args.config = str(saved) if saved is not None and saved.is_file() else "quickstart"
     try:
         return args.func(args)
     except ConfigError as err:
@@ -391,10 +402,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, PermissionError) as err:
         print(f"cwworld {args.command}: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        print(f"cwworld {args.command}: {err.strerror}", file=sys.stderr)
+    except OSError as err:  # the OS's own words name the file ([Errno 17] File exists: 'runs/x')
+        print(f"cwworld {args.command}: {err.strerror if err.errno == errno.ENOSPC else err}", file=sys.stderr)
         return 1
 
 

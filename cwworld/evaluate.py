@@ -187,6 +187,7 @@ def evaluate(
     if total < 1:
         raise ValueError("evaluate: the dataset holds no videos")
     length = context + horizon
+    _check_memory(model, min(batch_size, total) * num_samples, horizon)
     model.eval()
     device = model.device
     ssims, psnrs, lpipses, kls, grids = [], [], [], [], {}
@@ -276,6 +277,15 @@ BASELINES = {
     "last": "the last context frame, repeated",
     "random": "the same frames of another held-out video (video i + 1), the paper's 'random' line",
 }
+
+
+def _check_memory(model: CWVAE, batch: int, horizon: int) -> None:
+    """Refuse a horizon whose predictions would not fit in memory, naming the horizon."""
+    try:
+        model._check_rollout_memory(batch, horizon, frames=True)
+    except ValueError as err:
+        too_much = str(err).split("; roll out in pieces")[0]
+        raise ValueError(f"evaluate: {too_much}; choose a shorter horizon (--horizon / eval.horizon)") from None
 
 
 def _digit_classifier(videos, model: CWVAE):
@@ -432,7 +442,7 @@ def evaluate_run(
     from .train import load_model
     from .utils import check_writable, keep_freed_memory, pick_device
 
-    out_dir = check_writable(out_dir or default_run_dir(run_dir) / "eval", "cwworld eval")  # before the work
+    out_dir = check_writable(out_dir or default_run_dir(run_dir) / "eval", "the evaluation's output folder")  # before the work
     device = pick_device(device)
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does: large prediction tensors without fresh page faults per batch
@@ -447,6 +457,7 @@ def evaluate_run(
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"evaluate_run: {name} must be a whole number >= 1, found {value!r}")
             setattr(ev, name, value)
+    _check_memory(model, min(ev.batch_size, ev.num_videos) * ev.num_samples, ev.horizon)  # before making the videos
     videos = make_dataset(config, "eval", progress=progress)
     lpips = None
     if lpips_weights:

@@ -61,16 +61,16 @@ def export_pretrained(run_dir: Union[str, os.PathLike], out: Union[str, os.PathL
     config, step and training minutes; no optimizer or random state (it is not for resuming).
     Written to a temporary name and renamed."""
     from .train import run_checkpoint
-    from .utils import atomic_output
+    from .utils import atomic_output, check_writable
 
+    out = Path(out)
+    check_writable(out.parent, "the exported file's folder", hint="choose another path for the file")
     path, state = run_checkpoint(run_dir)
     seconds = state.get("train_seconds")  # absent in checkpoints older than train.max_minutes
     minutes = None if seconds is None else seconds / 60
     weights = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state["model"].items()}
     record = {"model": weights, "config": state["config"], "step": int(state["step"]),
               "train_minutes": minutes, "source": str(path)}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out, suffix=".pt") as tmp:
         torch.save(record, tmp)
     return out

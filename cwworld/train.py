@@ -30,6 +30,7 @@ other). Online runs (``data.env``) train in one process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -95,7 +96,23 @@ def run_checkpoint(run_dir: Union[str, os.PathLike], checkpoint: Optional[Union[
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    return path, read_checkpoint(path)
+    state = read_checkpoint(path)
+    _check_same_model(path, state, Path(run_dir))
+    return path, state
+
+
+def _check_same_model(path: Path, state: dict, run_dir: Path) -> None:
+    """Refuse a ``--checkpoint`` whose model is not the run's: its results would be written and
+    named as the run's."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file() or "config" not in state:
+        return
+    ours = dataclasses.asdict(load_config(saved).model)
+    theirs = dataclasses.asdict(Config.from_dict(state["config"], source=str(path)).model)
+    differ = [f"model.{k}: {theirs[k]!r} in the checkpoint, {ours[k]!r} in the run" for k in ours if ours[k] != theirs.get(k)]
+    if differ:
+        raise ValueError(f"{path}: the checkpoint holds another model than {saved} ({'; '.join(differ[:3])}); "
+                         f"to use it on its own, give the file in place of the run directory")
 
 
 def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
@@ -104,6 +121,11 @@ def read_checkpoint(path: Union[str, os.PathLike]) -> dict:
     path = Path(path)
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the checkpoint file is empty (a save cut short?)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save's zip format, or a pickle (legacy torch.save)
+        raise ValueError(f"{path}: not a checkpoint (a file written by torch.save starts with 'PK'; "
+                         f"this one starts with {head!r})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

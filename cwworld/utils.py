@@ -58,7 +58,7 @@ def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-def check_writable(folder: Union[str, os.PathLike], what: str) -> Path:
+def check_writable(folder: Union[str, os.PathLike], what: str, hint: str = "choose another folder (e.g. --out)") -> Path:
     """``folder``, created if needed, after checking that a file can be written there (before
     any long computation whose results go there): ``PermissionError`` naming it otherwise."""
     folder = Path(folder)
@@ -68,8 +68,7 @@ def check_writable(folder: Union[str, os.PathLike], what: str) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise PermissionError(f"{what}: cannot write into {folder} ({err.strerror or err}); "
-                              "choose another folder (e.g. --out)") from None
+        raise PermissionError(f"{what}: cannot write into {folder} ({err.strerror or err}); {hint}") from None
     return folder
 
 

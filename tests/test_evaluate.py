@@ -338,7 +338,16 @@ def test_eval_into_an_unwritable_folder_stops_before_the_work(trained_run, tmp_p
     blocker.write_text("")
     monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking"))
     assert main(["eval", str(trained_run), "--out", str(blocker / "eval"), "--no-progress"]) == 2
-    assert f"cwworld eval: cannot write into {blocker / 'eval'}" in capsys.readouterr().err
+    assert f"cwworld eval: the evaluation's output folder: cannot write into {blocker / 'eval'}" in capsys.readouterr().err
+
+
+def test_a_horizon_that_cannot_fit_is_refused_before_any_video_is_made(trained_run, tmp_path, monkeypatch):
+    import cwworld.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    with pytest.raises(ValueError, match=r"horizon 1000000000 for a batch of 4 would hold about [0-9.]+ GiB.*"
+                                         r"choose a shorter horizon"):
+        evaluate_run(trained_run, tmp_path / "eval", horizon=10**9, num_videos=2, batch_size=2)
 
 
 def test_a_full_disk_is_named_as_such(tmp_path, monkeypatch):

@@ -36,6 +36,8 @@ def test_cli_export_file_is_accepted_as_a_run(tmp_path, monkeypatch):
     assert main(["export", "run", "small.pt"]) == 0
     assert main(["export", "run", "small.txt"]) == 2  # refused: not a .pt name
     assert not (tmp_path / "small.txt").exists()
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", "run", "a_file/small.pt"]) == 2  # a folder under a file: named, no traceback
     assert main(["eval", "small.pt", "--videos", "2", "--horizon", "3", "--no-progress"]) == 0
     assert (tmp_path / "runs" / "small" / "eval" / "metrics.json").exists()  # outputs next to, not inside, the file
     with pytest.raises(ValueError, match="--checkpoint does not apply"):

@@ -79,6 +79,11 @@ def test_cli_train_and_config(tmp_path, capsys):
     assert "levels: 2" in capsys.readouterr().out
     assert main(["train", "--run-dir", str(tmp_path / "x"), "model.levles=2"]) == 2
     assert "did you mean 'model.levels'" in capsys.readouterr().err
+    # without --config an existing run goes on with its own config: train it longer with one override
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--no-progress", "train.steps=3"]) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert load_config(tmp_path / "run" / "config.yaml").model.deter == 8
 
 
 def test_a_second_trainer_on_a_busy_run_directory_stops_at_once_naming_the_holder(tmp_path):
@@ -130,6 +135,14 @@ def test_broken_checkpoints_are_named_and_the_newest_intact_one_is_used(tmp_path
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match=r"mismatch.pt: the checkpoint's weights do not fit this model.*size mismatch"):
         load_model(tmp_path, tmp_path / "mismatch.pt")
+    # another run's checkpoint given as this run's: refused (its results would be named as this run's)
+    with pytest.raises(ValueError, match=r"latest.pt: the checkpoint holds another model than .*config.yaml "
+                                         r"\(model.deter: 12 in the checkpoint, 8 in the run\)"):
+        load_model(tmp_path, other / "checkpoints" / "latest.pt")
+    assert load_model(other / "checkpoints" / "latest.pt")[2] == 1  # on its own, it loads
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"notes.txt: not a checkpoint \(a file written by torch.save starts"):
+        load_model(tmp_path, tmp_path / "notes.txt")
 
 
 def test_a_sample_gif_lost_to_a_kill_is_made_on_resume(tmp_path):
