@@ -262,3 +262,22 @@ def test_a_chunk_evicted_while_opening_is_left_out_quietly(tmp_path, monkeypatch
         warnings.simplefilter("error")
         opened = ReplayBuffer.load(tmp_path)
     assert len(opened) == 4 and opened.vanished_files == 1 and opened.skipped_files == []
+
+
+def test_a_full_disk_while_storing_a_chunk_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    import cwworld.data.replay as replay_module
+
+    def full(f, **data):
+        f.write(b"PK" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    buffer = ReplayBuffer(tmp_path / "replay", chunk_size=4)
+    monkeypatch.setattr(replay_module.np, "savez_compressed", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+    episode = {"image": np.zeros((4, 64, 64, 1), np.uint8), "reward": np.ones(4, np.float32)}
+    with pytest.raises(OSError, match=r"no space left on the device of .*replay: could not write .*\.npz"):
+        buffer.add_episode(episode)
+    assert list((tmp_path / "replay").iterdir()) == []  # no chunk, no temporary
