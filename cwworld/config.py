@@ -252,7 +252,8 @@ class DataConfig:
     prefill: int = 2000  # replay, online: random-policy steps collected before training
     episode_starts: float = 0.0  # replay, online: share of each batch starting at an episode's first step
     collect_every: int = 100  # replay, online: training steps between collection rounds
-    collect_steps: int = 500  # replay, online: environment steps per collection round
+    collect_steps: int = 500  # replay, online: environment steps per collection round (all environments together)
+    num_envs: int = 1  # replay, online: environments collecting (and evaluating) side by side, one replay stream each
 
     def validate(self) -> None:
         _check_min("data.num_videos", self.num_videos, 1)
@@ -260,7 +261,7 @@ class DataConfig:
         _check_min("data.speed", self.speed, 0.0)
         _check_min("data.stride", self.stride, 1)
         _check_min("data.workers", self.workers, 0)
-        for name in ("capacity", "prefill", "collect_every", "collect_steps"):
+        for name in ("capacity", "prefill", "collect_every", "collect_steps", "num_envs"):
             _check_min(f"data.{name}", getattr(self, name), 1)
         _check_range("data.episode_starts", self.episode_starts, 0.0, 1.0)
         if self.env is not None and ":" in str(self.env):

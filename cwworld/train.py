@@ -253,26 +253,31 @@ class Trainer:
         and RUN_DIR/replay (resumed if present). Environments start new episodes on resume."""
         from .agents import make_agent
         from .data.replay import ReplayBuffer
-        from .envs import RandomPolicy, collect, make_env
+        from .envs import RandomPolicy, collect, make_env, make_vector_env
 
         data, model = self.config.data, self.config.model
-        self.env = make_env(data.env)
-        dims = int(np.prod(self.env.action_space.shape))
+        seed = self.config.train.seed
+        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=seed,
+                                   episode_start_fraction=data.episode_starts)
+        vector = data.num_envs > 1  # environment i records into the buffer's worker-i stream
+        self.env = make_vector_env(data.env, data.num_envs, buffer=self.buffer) if vector else make_env(data.env)
+        single_action = self.env.single_action_space if vector else self.env.action_space
+        single_obs = self.env.single_observation_space if vector else self.env.observation_space
+        dims = int(np.prod(single_action.shape))
         if model.action_dim != dims:
             raise ValueError(f"model.action_dim is {model.action_dim}, but {data.env}'s actions have {dims} "
                              f"dimensions (set model.action_dim={dims})")
-        seed = self.config.train.seed
-        self.policy = RandomPolicy(self.env.action_space, seed=seed)
+        self.policy = RandomPolicy(self.env.action_space, seed=seed)  # a vector env's space samples a batch
         agent = self.config.agent
-        self.agent = make_agent(agent, self.model, self.env.action_space, observation_space=self.env.observation_space,
+        self.agent = make_agent(agent, self.model, single_action, data.num_envs, observation_space=single_obs,
                                 seed=seed, explore=agent.explore)
-        self.buffer = ReplayBuffer(self.run_dir / "replay", capacity=data.capacity, seed=seed,
-                                   episode_start_fraction=data.episode_starts)
 
         def _collect(steps):
             policy = self.policy if len(self.buffer) < data.prefill else self.agent
-            stats = collect(self.env, policy, steps, self.buffer, progress=False, seed=seed + len(self.buffer))
-            self.buffer.end_stream()  # one stream per round: a resumed run samples what an uninterrupted one does
+            stats = collect(self.env, policy, steps, None if vector else self.buffer, progress=False,
+                            seed=seed + len(self.buffer))
+            for worker in range(data.num_envs):  # one stream per environment and round: a resumed run
+                self.buffer.end_stream(worker)   # samples what an uninterrupted one does
             return stats
 
         self._collect = _collect
@@ -492,11 +497,13 @@ class Trainer:
         """``agent.eval_episodes`` episodes of the agent (no exploration) in a fresh environment:
         ``eval/return`` (mean), ``eval/success`` (fraction with a positive return), ``eval/length``."""
         from .agents import make_agent
-        from .envs import make_env, run_episodes
+        from .envs import make_env, make_vector_env, run_episodes
 
+        envs = min(self.config.data.num_envs, self.config.agent.eval_episodes)
         if getattr(self, "eval_env", None) is None:
-            self.eval_env = make_env(self.config.data.env)
-        agent = make_agent(self.config.agent, self.model, self.eval_env.action_space, seed=self.step,
+            self.eval_env = make_vector_env(self.config.data.env, envs) if envs > 1 else make_env(self.config.data.env)
+        space = self.eval_env.single_action_space if envs > 1 else self.eval_env.action_space
+        agent = make_agent(self.config.agent, self.model, space, envs, seed=self.step,
                            nets=getattr(self.agent, "nets", None), evaluate=True)  # the actor-critic being trained
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.step)  # the filter's sampling: keep the training RNG undisturbed

@@ -7,7 +7,8 @@
   ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end of a
   24-step corridor), ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most) and
   ``cwworld/PointReach-v0`` (steer a dot to a target with Box actions: a continuous pixel task);
-* :func:`make_env`: an id plus the wrappers cwworld's models expect;
+* :func:`make_env`: an id plus the wrappers cwworld's models expect; :func:`make_vector_env`:
+  ``num_envs`` of them in a ``gymnasium.vector.SyncVectorEnv``, each recording its own stream;
 * ``cwworld.envs.minerl``: the MineRL adapter (needs the optional ``minerl`` package;
   not imported here).
 """
@@ -23,7 +24,7 @@ from .wrappers import ActionRepeat, ImageObservation, NormalizeActions, OneHotAc
 
 __all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "PointReach",
            "RandomPolicy",
-           "Recorder", "TimeLimit", "action_vector", "collect", "make_env", "run_episodes"]
+           "Recorder", "TimeLimit", "action_vector", "collect", "make_env", "make_vector_env", "run_episodes"]
 
 if "cwworld/CueCorridor-v0" not in gym.registry:
     gym.register("cwworld/CueCorridor-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
@@ -56,3 +57,22 @@ def make_env(env_id: str, size: int = 64, action_repeat: int = 1, time_limit=Non
     elif isinstance(env.action_space, gym.spaces.Box):
         env = NormalizeActions(env)
     return env
+
+
+def make_vector_env(env_id: str, num_envs: int, buffer=None, **kwargs) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of :func:`make_env` (same ``kwargs``) in a ``gymnasium.vector.SyncVectorEnv``
+    that resets a finished environment in the same step (``AutoresetMode.SAME_STEP``: the step
+    returns its next episode's first observation, as :func:`collect` and the agents expect).
+    With a ``buffer`` environment ``i`` records every step into the buffer's worker-``i`` stream
+    (:class:`Recorder`). ``reset(seed=s)`` seeds environment ``i`` with ``s + i``."""
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"make_vector_env: num_envs must be a whole number >= 1, found {num_envs!r}")
+
+    def one(worker: int):
+        def build():
+            env = make_env(env_id, **kwargs)
+            return env if buffer is None else Recorder(env, buffer, worker)
+        return build
+
+    return gym.vector.SyncVectorEnv([one(i) for i in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

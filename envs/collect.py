@@ -28,12 +28,20 @@ def collect(env: gym.Env, policy: Callable, steps: int, buffer=None, worker: int
     """Run ``policy(observation) -> action`` for ``steps`` environment steps, resetting at episode
     ends (and calling ``policy.reset()`` there when the policy has one, as a
     :class:`cwworld.agents.Agent` does); with a ``buffer`` every step is recorded (see
-    :class:`cwworld.envs.Recorder`).
+    :class:`cwworld.envs.Recorder`). ``env`` may be a vector env of ``num_envs`` environments
+    (:func:`cwworld.envs.make_vector_env`, which records each into its own replay stream): the
+    policy then gets their observations stacked, and an agent's ``act`` gets ``is_first`` for the
+    environments that just started an episode.
 
     Returns ``{"steps", "episodes", "returns": [...], "lengths": [...]}`` for the episodes that ended.
     """
     if steps < 1:
         raise ValueError(f"collect: steps must be >= 1, found {steps}")
+    if isinstance(env, gym.vector.VectorEnv):
+        if buffer is not None:
+            raise ValueError("collect: a vector env records in its sub-environments; build it with "
+                             "make_vector_env(env_id, num_envs, buffer=...) and pass buffer=None here")
+        return _collect_vector(env, policy, steps, seed, progress)
     if buffer is not None:
         env = Recorder(env, buffer, worker)
     stats = {"steps": 0, "episodes": 0, "returns": [], "lengths": []}
@@ -70,13 +78,90 @@ def collect(env: gym.Env, policy: Callable, steps: int, buffer=None, worker: int
     return stats
 
 
+def _act(policy: Callable, obs, is_first: np.ndarray):
+    """A batch of actions: an :class:`cwworld.agents.Agent` is told which environments just reset."""
+    act = getattr(policy, "act", None)
+    return act(obs, is_first=is_first) if act is not None else policy(obs)
+
+
+def _collect_vector(env: gym.vector.VectorEnv, policy: Callable, steps: int, seed: Optional[int],
+                    progress: bool) -> dict:
+    """:func:`collect` in a vector env (same-step autoreset, see :func:`cwworld.envs.make_vector_env`):
+    ``ceil(steps / num_envs)`` batched steps; ``steps`` in the result counts every environment's."""
+    _check_same_step(env, "collect")
+    n = env.num_envs
+    stats = {"steps": 0, "episodes": 0, "returns": [], "lengths": []}
+    getattr(policy, "reset", lambda: None)()
+    obs, _ = env.reset(seed=seed)
+    first = np.ones(n, bool)
+    ret, length = np.zeros(n), np.zeros(n, int)
+    for _ in range(-(-steps // n)):
+        obs, reward, terminated, truncated, _ = env.step(_act(policy, obs, first))
+        ret += reward
+        length += 1
+        stats["steps"] += n
+        first = np.logical_or(terminated, truncated)  # those environments already show their next episode
+        for i in np.nonzero(first)[0]:
+            stats["episodes"] += 1
+            stats["returns"].append(float(ret[i]))
+            stats["lengths"].append(int(length[i]))
+        ret[first], length[first] = 0.0, 0
+    stats["mean_return"] = float(np.mean(stats["returns"])) if stats["returns"] else float("nan")
+    return stats
+
+
+def _check_same_step(env: gym.vector.VectorEnv, what: str) -> None:
+    mode = env.metadata.get("autoreset_mode")
+    if mode is not None and mode != gym.vector.AutoresetMode.SAME_STEP:
+        raise ValueError(f"{what}: the vector env resets finished environments in mode {mode}; cwworld records "
+                         "and filters episodes with AutoresetMode.SAME_STEP (make_vector_env builds one)")
+
+
+def _run_episodes_vector(env: gym.vector.VectorEnv, policy: Callable, episodes: int, seed: Optional[int],
+                         max_steps: int) -> dict:
+    """:func:`run_episodes` in a vector env: environment ``i`` runs its share of the episodes
+    (``episodes // n``, one more for the first ``episodes % n``) and the rest of what it plays is
+    dropped, so short episodes are not over-counted by finishing first."""
+    _check_same_step(env, "run_episodes")
+    n = env.num_envs
+    quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
+    getattr(policy, "reset", lambda: None)()
+    obs, _ = env.reset(seed=seed)
+    first = np.ones(n, bool)
+    ret, length = np.zeros(n), np.zeros(n, int)
+    returns, lengths, steps = [], [], 0
+    while (quota > 0).any():
+        obs, reward, terminated, truncated, _ = env.step(_act(policy, obs, first))
+        ret += reward
+        length += 1
+        steps += int((quota > 0).sum())
+        first = np.logical_or(terminated, truncated)
+        for i in np.nonzero(first & (quota > 0))[0]:
+            returns.append(float(ret[i]))
+            lengths.append(int(length[i]))
+            quota[i] -= 1
+        ret[first], length[first] = 0.0, 0
+        if steps >= max_steps:
+            raise RuntimeError(f"run_episodes: {steps} steps without finishing {episodes} episodes "
+                               "(an environment without a time limit?)")
+    return _episode_summary(returns, lengths)
+
+
+def _episode_summary(returns: list, lengths: list) -> dict:
+    return {"mean_return": float(np.mean(returns)), "success": float(np.mean(np.array(returns) > 0)),
+            "mean_length": float(np.mean(lengths)), "returns": returns, "lengths": lengths}
+
+
 def run_episodes(env: gym.Env, policy: Callable, episodes: int, seed: Optional[int] = None,
                  max_steps: int = 100_000) -> dict:
     """Run ``episodes`` whole episodes (no recording) and summarise them: ``mean_return``,
     ``success`` (the fraction of episodes with a positive return), ``mean_length``, and the
-    per-episode ``returns`` and ``lengths``. ``max_steps`` bounds the total work."""
+    per-episode ``returns`` and ``lengths``. ``max_steps`` bounds the total work. ``env`` may be
+    a vector env (:func:`cwworld.envs.make_vector_env`): its environments share the episodes."""
     if episodes < 1:
         raise ValueError(f"run_episodes: episodes must be >= 1, found {episodes}")
+    if isinstance(env, gym.vector.VectorEnv):
+        return _run_episodes_vector(env, policy, episodes, seed, max_steps)
     reset_policy = getattr(policy, "reset", lambda: None)
     returns, lengths, steps = [], [], 0
     for episode in range(episodes):
@@ -92,5 +177,4 @@ def run_episodes(env: gym.Env, policy: Callable, episodes: int, seed: Optional[i
                                    "(an environment without a time limit?)")
         returns.append(ret)
         lengths.append(length)
-    return {"mean_return": float(np.mean(returns)), "success": float(np.mean(np.array(returns) > 0)),
-            "mean_length": float(np.mean(lengths)), "returns": returns, "lengths": lengths}
+    return _episode_summary(returns, lengths)

@@ -268,3 +268,98 @@ def test_an_unknown_or_importing_env_id_is_refused_by_name(tmp_path, capsys):
     assert "a config does not import code" in capsys.readouterr().err
     assert main(base + ["data.env=NoSuchEnv-v0"]) == 2
     assert "no gymnasium environment 'NoSuchEnv-v0'" in capsys.readouterr().err
+
+
+class _Cyclic:
+    """forward, forward, forward, left, forward, right, ... by call count, the same for every
+    environment of a batch; with ``act`` it also keeps the ``is_first`` masks it was given."""
+
+    pattern = [FORWARD, FORWARD, FORWARD, LEFT, FORWARD, RIGHT]
+
+    def __init__(self, num_envs=None):
+        self.calls, self.num_envs, self.firsts = 0, num_envs, []
+
+    def __call__(self, obs):
+        action = np.eye(3, dtype=np.float32)[self.pattern[self.calls % len(self.pattern)]]
+        self.calls += 1
+        return action if self.num_envs is None else np.stack([action] * self.num_envs)
+
+    def act(self, obs, is_first):
+        self.firsts.append(np.asarray(is_first).copy())
+        return self(obs)
+
+
+def _worker_stream(buffer, worker):
+    (name,) = [n for n in buffer.streams if n.startswith(f"w{worker}_")]
+    return {key: buffer.streams[name].field(key) for key in ("image", "action", "reward", "is_first", "is_last")}
+
+
+def test_a_vector_env_records_each_environment_as_its_own_single_run_would():
+    from cwworld.envs import make_vector_env
+
+    n, rounds = 3, 40
+    buffer = ReplayBuffer(None, chunk_size=1000)
+    envs = make_vector_env("cwworld/CueCorridor-v0", n, buffer=buffer, length=4)
+    spy = _Cyclic(n)
+    stats = collect(envs, spy, n * rounds, seed=7, progress=False)
+    for worker in range(n):
+        buffer.end_stream(worker)
+    assert stats["steps"] == n * rounds and stats["episodes"] >= n
+    for i in range(n):
+        single = ReplayBuffer(None, chunk_size=1000)
+        alone = collect(make_env("cwworld/CueCorridor-v0", length=4), _Cyclic(), rounds, single, seed=7 + i,
+                        progress=False)
+        single.end_stream()
+        ours, theirs = _worker_stream(buffer, i), _worker_stream(single, 0)
+        for key in ours:
+            assert np.array_equal(ours[key], theirs[key]), (i, key)
+        # the policy saw every recorded frame but an episode's last (the vector env shows the next
+        # episode's first instead), and was told is_first exactly where the recording starts one
+        acted = ours["is_first"][~ours["is_last"]]
+        assert np.array_equal(np.stack(spy.firsts)[: len(acted), i], acted)
+        assert alone["episodes"] >= 1
+    with pytest.raises(ValueError, match="records in its sub-environments"):
+        collect(envs, spy, 3, buffer, progress=False)
+
+
+def test_episodes_in_a_vector_env_are_shared_out_and_equal_single_runs():
+    from cwworld.envs import make_vector_env, run_episodes
+
+    envs = make_vector_env("cwworld/CueCorridor-v0", 2, length=4)
+    stats = run_episodes(envs, _Cyclic(2), 5, seed=3)
+    assert len(stats["returns"]) == 5 and stats["mean_length"] == np.mean(stats["lengths"])
+    expected = []
+    for i, share in ((0, 3), (1, 2)):  # environment 0 plays 3 of the 5, environment 1 plays 2
+        alone = collect(make_env("cwworld/CueCorridor-v0", length=4), _Cyclic(), 400, seed=3 + i, progress=False)
+        expected += list(zip(alone["returns"][:share], alone["lengths"][:share]))
+    assert sorted(zip(stats["returns"], stats["lengths"])) == sorted(expected)
+
+
+def test_online_training_with_several_environments_collects_a_stream_each_and_resumes_exactly(tmp_path):
+    import json
+
+    from cwworld.cli import main
+    from cwworld.train import read_checkpoint
+    from test_train import TINY
+
+    common = ["--config", "cue_corridor_agent", "--no-progress", *TINY, "model.channels=3", "model.action_dim=3",
+              "model.head_hidden=8", "data.prefill=30", "data.num_envs=3", "data.collect_every=2",
+              "data.collect_steps=12", "train.save_every=2", "train.sample_every=100", "agent.kind=cem",
+              "agent.horizon=3", "agent.population=8", "agent.elites=2", "agent.iterations=1",
+              "agent.eval_every=2", "agent.eval_episodes=3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", "--run-dir", str(straight), *common, "train.steps=4"]) == 0
+    assert main(["train", "--run-dir", str(split), *common, "train.steps=2"]) == 0
+    assert main(["train", "--run-dir", str(split), *common, "train.steps=4"]) == 0
+    buffer = ReplayBuffer.load(straight / "replay")
+    assert len(buffer) >= 30 + 12  # random prefill, one round by the planner; plus each episode's last frame
+    workers = {name.split("_")[0] for name in buffer.streams}
+    assert workers == {"w0", "w1", "w2"}
+    a, b = (read_checkpoint(run / "checkpoints" / "latest.pt") for run in (straight, split))
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    logs = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (straight, split)]
+    drop = ("time", "frames_per_s", "train_minutes")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in logs[0]] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in logs[1]]
+    assert all(1 <= m["eval/length"] <= 100 for m in logs[0] if "eval/length" in m) and "eval/success" in logs[0][1]
