@@ -12,7 +12,7 @@ a few percent).
 Columns: success rate (episodes with a positive return; not shown for PointReach, whose every
 return is positive) and mean return over the evaluation
 episodes, environment steps collected, wall time of training, and agent decisions per second
-while evaluating (filtering plus choosing, one environment). Run alone on the machine: with
+while evaluating (filtering plus choosing; one environment, or ``--eval-envs`` side by side). Run alone on the machine: with
 another CPU-heavy job the times mean nothing.
 """
 
@@ -30,7 +30,7 @@ import torch
 
 from cwworld.agents import make_agent
 from cwworld.config import load_config
-from cwworld.envs import RandomPolicy, make_env, run_episodes
+from cwworld.envs import RandomPolicy, make_env, make_vector_env, run_episodes
 from cwworld.model import CWVAE
 from cwworld.train import Trainer
 
@@ -60,11 +60,21 @@ def matched_rssm(config):
     return ["model.levels=1", "model.level_reward_heads=false", f"model.deter={lo}", f"model.hidden={lo}"]
 
 
-def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str]) -> dict:
+def eval_env(env_id: str, num_envs: int):
+    """The evaluation environment(s) and their single action space."""
+    if num_envs > 1:
+        env = make_vector_env(env_id, num_envs)
+        return env, env.single_action_space
+    env = make_env(env_id)
+    return env, env.action_space
+
+
+def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str],
+        eval_envs: int = 1) -> dict:
     env_id = ENVS[env_key]
     result = {"env": env_id, "model": model_kind if agent != "random" else "-", "agent": agent}
     if agent == "random":
-        env = make_env(env_id)
+        env, _ = eval_env(env_id, eval_envs)
         started = time.perf_counter()
         stats = run_episodes(env, RandomPolicy(env.action_space, seed=0), episodes, seed=100_000)
         seconds = time.perf_counter() - started
@@ -81,8 +91,8 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
         trainer.train()
         train_s = time.perf_counter() - started
         env_steps = len(trainer.buffer)
-        env = make_env(env_id)
-        policy = make_agent(config.agent, trainer.model, env.action_space, seed=0,
+        env, space = eval_env(env_id, eval_envs)
+        policy = make_agent(config.agent, trainer.model, space, eval_envs, seed=0,
                             nets=getattr(trainer.agent, "nets", None), evaluate=True)
         torch.manual_seed(0)
         started = time.perf_counter()
@@ -102,6 +112,9 @@ def main(argv=None) -> int:
                         choices=["random", "cem", "mppi", "clockwork", "actor_critic"])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per row")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per row")
+    parser.add_argument("--eval-envs", type=int, default=1,
+                        help="evaluate in this many environments side by side (a vector env; decisions/s then "
+                             "counts every environment's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every trained row")
@@ -113,7 +126,8 @@ def main(argv=None) -> int:
             for model_kind in (["-"] if agent == "random" else args.models):
                 if agent == "clockwork" and model_kind == "rssm":
                     continue  # the Clockwork planner needs an upper level
-                rows.append(row(env_key, model_kind, agent, args.steps, args.episodes, args.overrides))
+                rows.append(row(env_key, model_kind, agent, args.steps, args.episodes, args.overrides,
+                                args.eval_envs))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print("| env | world model | params | agent | success | mean return | env steps | train time | decisions/s |")
     print("|---|---|---|---|---|---|---|---|---|")
