@@ -19,7 +19,6 @@ another CPU-heavy job the times mean nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import torch
 from cwworld.agents import make_agent
 from cwworld.config import load_config
 from cwworld.envs import RandomPolicy, make_env, make_vector_env, run_episodes
-from cwworld.model import CWVAE
+from cwworld.model import matched_rssm, parameter_count
 from cwworld.train import Trainer
 
 ENVS = {"cue": "cwworld/CueCorridor-v0", "long": "cwworld/CueCorridorLong-v0", "reach": "cwworld/PointReach-v0"}
@@ -44,20 +43,10 @@ def preset(env_key: str, agent: str) -> str:
     return "cue_corridor_ac" if agent == "actor_critic" else "cue_corridor_agent"
 
 
-def parameters(config) -> int:
-    return sum(p.numel() for p in CWVAE(config.model).parameters())
-
-
-def matched_rssm(config):
-    """One level, ``deter`` (and ``hidden``) grown until the parameter count matches ``config``'s."""
-    target = parameters(config)
-    lo, hi = config.model.deter, 8 * config.model.deter
-    while hi - lo > 4:
-        mid = (lo + hi) // 2
-        trial = dataclasses.replace(config, model=dataclasses.replace(
-            config.model, levels=1, level_reward_heads=False, deter=mid, hidden=mid))
-        lo, hi = (mid, hi) if parameters(trial) < target else (lo, mid)
-    return ["model.levels=1", "model.level_reward_heads=false", f"model.deter={lo}", f"model.hidden={lo}"]
+def rssm_overrides(config) -> list[str]:
+    """The 1-level RSSM ablation at about the CW-VAE's parameter count (:func:`cwworld.model.matched_rssm`)."""
+    rssm = matched_rssm(config.model)
+    return ["model.levels=1", "model.level_reward_heads=false", f"model.deter={rssm.deter}", f"model.hidden={rssm.hidden}"]
 
 
 def eval_env(env_id: str, num_envs: int):
@@ -84,7 +73,7 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
                  "train.sample_every=1000000", "train.save_every=1000000", "train.tensorboard=false", *extra]
     config = load_config(preset(env_key, agent), overrides)
     if model_kind == "rssm":
-        config = load_config(preset(env_key, agent), overrides + matched_rssm(config))
+        config = load_config(preset(env_key, agent), overrides + rssm_overrides(config))
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False)
         started = time.perf_counter()
@@ -101,7 +90,7 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
         seconds = time.perf_counter() - started
     return {**result, "success": stats["success"], "return": stats["mean_return"], "env_steps": env_steps,
             "train_s": train_s, "decisions_per_s": sum(stats["lengths"]) / seconds,
-            "params": parameters(config)}
+            "params": parameter_count(config.model)}
 
 
 def main(argv=None) -> int:

@@ -66,7 +66,8 @@ from .nn.init import tf_init_
 from .nn.rssm import RSSMCell
 from .states import CWState, LevelStates, PendingFrames, Rollout, Trajectory
 
-__all__ = ["CWVAE", "CWState", "LevelStates", "Rollout", "Trajectory", "tick_offsets", "level_lengths"]
+__all__ = ["CWVAE", "CWState", "LevelStates", "Rollout", "Trajectory", "tick_offsets", "level_lengths",
+           "parameter_count", "matched_rssm"]
 
 
 class CWVAE(nn.Module):
@@ -715,6 +716,33 @@ class CWVAE(nn.Module):
             **head_terms,
         }
         return (loss, terms, traj) if with_trajectory else (loss, terms)
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Trainable parameters of the model ``config`` describes."""
+    return sum(p.numel() for p in CWVAE(config).parameters())
+
+
+def matched_rssm(config: ModelConfig) -> ModelConfig:
+    """The 1-level RSSM ablation of ``config`` at about its parameter count: one level (no upper
+    levels, so no level reward heads), ``deter`` and ``hidden`` grown together until the count
+    reaches ``config``'s (the largest width not above it)."""
+    import dataclasses
+
+    target = parameter_count(config)
+    base = config.deter[0] if isinstance(config.deter, list) else config.deter
+    stoch = config.stoch[0] if isinstance(config.stoch, list) else config.stoch
+
+    def widened(width: int) -> ModelConfig:
+        return dataclasses.replace(config, levels=1, level_reward_heads=False, deter=width, hidden=width, stoch=stoch,
+                                   beta=config.beta if not isinstance(config.beta, list) else config.beta[0],
+                                   use_obs=None)
+
+    lo, hi = base, 8 * base
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if parameter_count(widened(mid)) <= target else (lo, mid)
+    return widened(lo)
 
 
 @functools.lru_cache(maxsize=1)

@@ -130,3 +130,23 @@ def test_cli_takes_overrides_anywhere_and_config_defaults_to_the_quickstart(tmp_
         "eval", (run_dir, kw["overrides"])) and (_ for _ in ()).throw(FileNotFoundError("stop here")))
     assert cli.main(["eval", str(tmp_path), "data.path=/data/x"]) == 2
     assert seen["eval"] == (str(tmp_path), ["data.path=/data/x"])
+
+
+def test_matched_rssm_is_one_level_at_the_cw_vae_parameter_count_and_sizes_the_preset():
+    from cwworld.model import matched_rssm, parameter_count
+
+    cw = load_config("mmnist_small").model
+    rssm = matched_rssm(cw)
+    assert rssm.levels == 1 and rssm.deter == rssm.hidden > cw.deter
+    target = parameter_count(cw)
+    assert parameter_count(rssm) <= target < parameter_count(matched_rssm_wider(rssm))
+    assert load_config("mmnist_small_rssm").model.deter == rssm.deter == 342  # the preset's width is this one
+    agent = load_config("cue_corridor_ac").model  # heads and actions too; upper level reward heads dropped
+    assert not matched_rssm(agent).level_reward_heads
+    assert abs(parameter_count(matched_rssm(agent)) / parameter_count(agent) - 1) < 0.01
+
+
+def matched_rssm_wider(config):
+    import dataclasses
+
+    return dataclasses.replace(config, deter=config.deter + 1, hidden=config.hidden + 1)
