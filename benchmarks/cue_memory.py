@@ -152,8 +152,8 @@ def main(argv=None) -> int:
                   "minutes": state.get("train_seconds", 0.0) / 60, **probe(model, args.env, args.episodes)}
         rows.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
-    print(f"| world model | params | updates | train minutes | filtered: accuracy / margin | "
-          f"imagined: accuracy / margin |")
+    print("| world model | params | updates | train minutes | filtered: accuracy / margin | "
+          "imagined: accuracy / margin |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['steps']} | {r['minutes']:.0f} | "
