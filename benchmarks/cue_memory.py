@@ -3,6 +3,8 @@ RSSM at the same parameter count, trained on the same data for the same wall tim
 
     python benchmarks/cue_memory.py --minutes 30 --out runs/cue_memory      # about 1 h 10 min
     python benchmarks/cue_memory.py --out runs/cue_memory --probe-only      # probe what is there
+    python benchmarks/cue_memory.py --length 8 --out runs/cue_memory_8      # a shorter corridor
+    python benchmarks/cue_memory.py --out runs/cue_memory_norm model.head_norm=true
 
 An agent can only solve CueCorridor if its world model predicts, at the junction, that the exit
 of the cue's colour pays +1 and the other -1: the cue was shown ``length`` steps before. This
@@ -26,7 +28,9 @@ measures that directly, without an agent in between:
 
    Accuracy: the fraction of episodes where the cue's exit gets the higher predicted reward
    (chance 50%); the margin: mean predicted reward of the right exit minus the wrong one (an
-   exact model: +2).
+   exact model: +2). And whether the state at the junction holds the cue at all, used or not:
+   a logistic regression from every level's features there to the cue, fitted on half of the
+   probe episodes and scored on the other half (chance 50%).
 """
 
 from __future__ import annotations
@@ -59,20 +63,20 @@ class WalkOn:
         return np.eye(3, dtype=np.float32)[self.rng.choice(3, p=self.probs)]
 
 
-def make_data(out: Path, steps: int, env_id: str) -> ReplayBuffer:
+def make_data(out: Path, steps: int, env_id: str, **env_kwargs) -> ReplayBuffer:
     folder = out / "replay"
     buffer = ReplayBuffer(folder, chunk_size=500)
     if len(buffer) < steps:
-        stats = collect(make_env(env_id), WalkOn(seed=len(buffer)), steps - len(buffer), buffer, seed=len(buffer),
-                        progress=False)
+        stats = collect(make_env(env_id, **env_kwargs), WalkOn(seed=len(buffer)), steps - len(buffer), buffer,
+                        seed=len(buffer), progress=False)
         buffer.end_stream()
         print(f"data: {stats['episodes']} episodes, mean length {np.mean(stats['lengths']):.1f}, "
               f"success {np.mean(np.array(stats['returns']) > 0):.0%} -> {folder}", file=sys.stderr)
     return buffer
 
 
-def config_for(kind: str, out: Path, minutes: float):
-    overrides = ["data.kind=replay", f"data.path={out / 'replay'}", "data.env=null", "data.workers=0",
+def config_for(kind: str, out: Path, minutes: float, extra: list[str] = ()):
+    overrides = [*extra, "data.kind=replay", f"data.path={out / 'replay'}", "data.env=null", "data.workers=0",
                  "agent.kind=random", "agent.eval_every=0", "train.steps=1000000", f"train.max_minutes={minutes}",
                  "train.seq_len=64", "train.batch_size=8", "train.save_every=200", "train.sample_every=1000000",
                  "train.log_every=50"]
@@ -85,14 +89,15 @@ def config_for(kind: str, out: Path, minutes: float):
 
 
 @torch.no_grad()
-def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_000) -> dict:
+def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_000, **env_kwargs) -> dict:
     """Exit scores after a filtered walk and after an imagined one (see the module docstring)."""
     correct = {"filtered": [], "imagined": []}
     margin = {"filtered": [], "imagined": []}
+    junction, cues = [], []  # every level's features at the junction, and the cue: the linear probe
     eye = torch.eye(3)
     for start in range(0, episodes, batch):
         B = min(batch, episodes - start)
-        envs = make_vector_env(env_id, B)
+        envs = make_vector_env(env_id, B, **env_kwargs)
         obs, info = envs.reset(seed=seed + start)
         inner = envs.envs[0].unwrapped
         length, cue_steps = inner.length, inner.cue_steps
@@ -108,6 +113,8 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             state = model.observe_step(state, frame, prev, torch.full((B,), t == 0), sample=False)
             prev = eye[FORWARD].expand(B, 3)
             states.append(state)
+        junction.append(torch.cat([states[-1].features(level) for level in range(model.levels)], dim=-1))
+        cues.append(cue)
         for mode, start_state, walk in (("filtered", states[-1], 0), ("imagined", states[cue_steps], length - cue_steps)):
             both = CWState.cat([start_state, start_state])  # [2B]: LEFT for the first B, RIGHT for the rest
             exits = torch.cat([eye[LEFT].expand(B, 3), eye[RIGHT].expand(B, 3)])
@@ -118,8 +125,30 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             wrong = torch.where(cue == 0, reward[1], reward[0])
             correct[mode].append((right > wrong).float())
             margin[mode].append(right - wrong)
-    return {f"{mode}_{name}": float(torch.cat(values[mode]).mean())
-            for name, values in (("accuracy", correct), ("margin", margin)) for mode in ("filtered", "imagined")}
+    result = {f"{mode}_{name}": float(torch.cat(values[mode]).mean())
+              for name, values in (("accuracy", correct), ("margin", margin)) for mode in ("filtered", "imagined")}
+    result["cue_in_state"] = linear_probe(torch.cat(junction), torch.cat(cues))
+    return result
+
+
+def linear_probe(features: torch.Tensor, labels: torch.Tensor, steps: int = 500) -> float:
+    """Held-out accuracy of a logistic regression reading ``labels`` (0/1) from ``features``,
+    fitted on the first half of the episodes and tested on the second: whether the state at the
+    junction still holds the cue at all, whether or not the reward head uses it."""
+    half = len(labels) // 2
+    mean, std = features[:half].mean(0), features[:half].std(0) + 1e-6
+    x, y = (features - mean) / std, labels.float()
+    weights = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weights, bias], lr=0.05, weight_decay=1e-3)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x[:half] @ weights + bias, y[:half])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return float(((x[half:] @ weights + bias > 0).float() == y[half:]).float().mean())
 
 
 def main(argv=None) -> int:
@@ -130,35 +159,38 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=int, default=20_000, help="environment steps of training data")
     parser.add_argument("--episodes", type=int, default=200, help="probe episodes")
     parser.add_argument("--env", default="cwworld/CueCorridor-v0")
+    parser.add_argument("--length", type=int, default=None, help="corridor length (default: the env's, 24)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--probe-only", action="store_true", help="probe the runs in OUT, train nothing")
+    parser.add_argument("overrides", nargs="*", help="key=value for both models, e.g. model.head_norm=true")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    env_kwargs = {} if args.length is None else {"length": args.length}
     if not args.probe_only:
-        make_data(args.out, args.data, args.env)
+        make_data(args.out, args.data, args.env, **env_kwargs)
     rows = []
     for kind in args.models:
         run = args.out / kind
         if not args.probe_only:
             started = time.perf_counter()
-            trainer = Trainer(config_for(kind, args.out, args.minutes), run, progress=False)
+            trainer = Trainer(config_for(kind, args.out, args.minutes, args.overrides), run, progress=False)
             trainer.train()
             print(f"{kind}: step {trainer.step}, {time.perf_counter() - started:.0f} s", file=sys.stderr)
         model, config, step = load_model(run)
         state = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
         result = {"model": kind, "params": parameter_count(config.model), "steps": step,
-                  "minutes": state.get("train_seconds", 0.0) / 60, **probe(model, args.env, args.episodes)}
+                  "minutes": state.get("train_seconds", 0.0) / 60, **probe(model, args.env, args.episodes, **env_kwargs)}
         rows.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
     print("| world model | params | updates | train minutes | filtered: accuracy / margin | "
-          "imagined: accuracy / margin |")
-    print("|---|---|---|---|---|---|")
+          "imagined: accuracy / margin | cue in the junction state (linear probe) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['steps']} | {r['minutes']:.0f} | "
               f"{r['filtered_accuracy']:.0%} / {r['filtered_margin']:+.2f} | "
-              f"{r['imagined_accuracy']:.0%} / {r['imagined_margin']:+.2f} |")
+              f"{r['imagined_accuracy']:.0%} / {r['imagined_margin']:+.2f} | {r['cue_in_state']:.0%} |")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     return 0
 

@@ -77,6 +77,7 @@ class ModelConfig:
     level_reward_heads: bool = False  # level l > 0 predicts the reward summed over its window
     head_hidden: int = 200  # width of the heads' hidden layers
     head_layers: int = 2  # hidden layers of each head
+    head_norm: bool = False  # standardise each head's input per dimension (running moments of the posterior features)
     reward_scale: float = 1.0  # loss weight of the reward heads (Gaussian NLL, unit std)
     continue_scale: float = 1.0  # loss weight of the continue head (binary cross-entropy)
     vectors: Optional[dict[str, int]] = None  # vector observations next to the image: {name: size}

@@ -88,6 +88,35 @@ class VectorObservations(nn.Module):
         return 0.5 * (self.decoder(features) - target).square().sum() / B
 
 
+class RunningNorm(nn.Module):
+    """Standardises each input dimension with running moments (``model.head_norm``).
+
+    The moments are an exponential moving average (``momentum``) of the posterior features of
+    the training batches, updated by :meth:`update` in the loss only (never by imagination, so
+    training and acting normalise alike); the first update sets them. They are buffers: saved in
+    checkpoints, so resume stays exact. No gradient flows through them.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-4):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        flat = x.detach().reshape(-1, x.shape[-1]).float()
+        mean, var = flat.mean(0), flat.var(0, unbiased=False)
+        rate = 1.0 if int(self.count) == 0 else self.momentum
+        self.mean.lerp_(mean, rate)
+        self.var.lerp_(var, rate)
+        self.count += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * torch.rsqrt(self.var + self.eps)
+
+
 class WorldModelHeads(nn.Module):
     """Reward, continue and per-level window-reward heads (see the module docstring).
 
@@ -102,7 +131,8 @@ class WorldModelHeads(nn.Module):
         self.config, self.periods = config, periods
 
         def head(in_dim):
-            return MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
+            mlp = MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
+            return nn.Sequential(RunningNorm(in_dim), mlp) if config.head_norm else mlp
 
         self.reward = head(feature_dims[0]) if config.reward_head else None
         self.cont = head(feature_dims[0]) if config.continue_head else None
@@ -143,6 +173,11 @@ class WorldModelHeads(nn.Module):
         is_first = None if is_first is None else torch.as_tensor(is_first, device=device).bool()
         counted = torch.ones(B, T, device=device) if is_first is None else (~is_first).float()
         features = posterior[0].features
+        if cfg.head_norm:  # the running moments follow the posterior features of training data
+            for module, level_features in ([(self.reward, features), (self.cont, features)]
+                                           + [(h, posterior[l + 1].features) for l, h in enumerate(self.level_rewards or [])]):
+                if module is not None:
+                    module[0].update(level_features)
         if self.reads_reward:
             reward = batch.get("reward")
             if reward is None:

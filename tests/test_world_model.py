@@ -177,3 +177,33 @@ def test_window_reward_head_learns_the_rewards_of_its_windows_actions(windows):
     target = torch.stack([test["reward"][:, o - 3 : o + 1].sum(1) for o in (4, 8)], 1)
     error = (pred - target).square().mean().item()
     assert error < 0.1 * target.var().item(), (error, target.var().item())
+
+
+def test_head_norm_standardises_head_inputs_with_moments_of_training_posteriors_only():
+    from conftest import squares_video, tiny_model
+
+    plain = tiny_model(reward_head=True, continue_head=True, action_dim=2)
+    assert not any(".mean" in key for key in plain.state_dict() if key.startswith("heads."))  # off: as before
+    model = tiny_model(reward_head=True, continue_head=True, level_reward_heads=True, action_dim=2, head_norm=True)
+    video = squares_video(2, 8)
+    batch = {"image": video, "action": torch.zeros(2, 8, 2), "reward": torch.randn(2, 8),
+             "is_first": torch.zeros(2, 8, dtype=torch.bool)}
+    torch.manual_seed(0)
+    model.loss(batch)
+    norm = model.heads.reward[0]
+    with torch.no_grad():
+        torch.manual_seed(0)
+        features = model.observe(video, batch["action"], batch["is_first"]).posterior[0].features.reshape(-1, norm.mean.numel())
+    assert int(norm.count) == 1  # the first update sets the moments to the batch's
+    assert torch.allclose(norm.mean, features.mean(0), atol=1e-5)
+    assert torch.allclose(norm.var, features.var(0, unbiased=False), atol=1e-5)
+    x = torch.randn(3, norm.mean.numel())
+    assert torch.allclose(model.heads.reward(x), model.heads.reward[1]((x - norm.mean) / torch.sqrt(norm.var + 1e-4)))
+    before = norm.mean.clone()
+    with torch.no_grad():
+        model.imagine(model.initial(2), 8, actions=torch.zeros(2, 8, 2))  # acting never moves them
+    assert torch.equal(norm.mean, before) and int(norm.count) == 1
+    torch.manual_seed(1)
+    model.loss({**batch, "image": squares_video(2, 8, seed=5)})
+    assert int(norm.count) == 2 and not torch.equal(norm.mean, before)  # then an EMA (0.01) of later batches
+    assert (norm.mean - before).abs().max() < 0.05 * (features.std(0).max() + 1)
