@@ -187,3 +187,11 @@ def test_max_minutes_stops_the_run_and_its_resume(tmp_path):
     assert Trainer(config, tmp_path, progress=False).train()["train_minutes"] > lines[0]["train_minutes"]
     with pytest.raises(Exception, match="max_minutes"):
         load_config("quickstart", ["train.max_minutes=0"])
+
+
+def test_the_command_line_prints_warnings_as_one_line_without_the_source(capsys):
+    import warnings
+
+    assert main(["presets"]) == 0
+    text = warnings.formatwarning(UserWarning("MineRL: skipping stream s: bad"), UserWarning, "/x/thread.py", 58)
+    assert text == "cwworld: warning: MineRL: skipping stream s: bad\n"
