@@ -29,7 +29,7 @@ import torch
 
 from cwworld.agents import make_agent
 from cwworld.config import load_config
-from cwworld.envs import RandomPolicy, make_env, make_vector_env, run_episodes
+from cwworld.envs import RandomPolicy, env_spaces, make_env, make_vector_env, run_episodes
 from cwworld.model import matched_rssm, parameter_count
 from cwworld.train import Trainer
 
@@ -43,19 +43,10 @@ def preset(env_key: str, agent: str) -> str:
     return "cue_corridor_ac" if agent == "actor_critic" else "cue_corridor_agent"
 
 
-def rssm_overrides(config) -> list[str]:
-    """The 1-level RSSM ablation at about the CW-VAE's parameter count (:func:`cwworld.model.matched_rssm`)."""
-    rssm = matched_rssm(config.model)
-    return ["model.levels=1", "model.level_reward_heads=false", f"model.deter={rssm.deter}", f"model.hidden={rssm.hidden}"]
-
-
 def eval_env(env_id: str, num_envs: int):
     """The evaluation environment(s) and their single action space."""
-    if num_envs > 1:
-        env = make_vector_env(env_id, num_envs)
-        return env, env.single_action_space
-    env = make_env(env_id)
-    return env, env.action_space
+    env = make_vector_env(env_id, num_envs) if num_envs > 1 else make_env(env_id)
+    return env, env_spaces(env)[0]
 
 
 def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str],
@@ -73,7 +64,7 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
                  "train.sample_every=1000000", "train.save_every=1000000", "train.tensorboard=false", *extra]
     config = load_config(preset(env_key, agent), overrides)
     if model_kind == "rssm":
-        config = load_config(preset(env_key, agent), overrides + rssm_overrides(config))
+        config.model = matched_rssm(config.model)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False)
         started = time.perf_counter()

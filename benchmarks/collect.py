@@ -23,13 +23,12 @@ from rich.table import Table
 import cwworld
 from cwworld.agents import CEMConfig, CEMPlanner, ActorCritic, ActorCriticConfig
 from cwworld.data.replay import ReplayBuffer
-from cwworld.envs import RandomPolicy, collect, make_env, make_vector_env
+from cwworld.envs import RandomPolicy, collect, env_spaces, make_env, make_vector_env
 from cwworld.utils import cpu_name, keep_freed_memory
 
 
 def _policy(name: str, model, env, n: int):
-    space = env.single_action_space if n > 1 else env.action_space
-    obs_space = env.single_observation_space if n > 1 else env.observation_space
+    space, obs_space = env_spaces(env)
     if name == "random":
         return RandomPolicy(env.action_space, seed=0)
     if name == "cem":

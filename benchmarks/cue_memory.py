@@ -82,9 +82,7 @@ def config_for(kind: str, out: Path, minutes: float, extra: list[str] = ()):
                  "train.log_every=50"]
     config = load_config("cue_corridor_ac", overrides)
     if kind == "rssm":
-        rssm = matched_rssm(config.model)
-        config = load_config("cue_corridor_ac", overrides + [
-            "model.levels=1", "model.level_reward_heads=false", f"model.deter={rssm.deter}", f"model.hidden={rssm.hidden}"])
+        config.model = matched_rssm(config.model)
     return config
 
 

@@ -197,8 +197,11 @@ def _malicious(ws: Workspace) -> None:
         torch.save({"model": _Boom()}, f)
 
 
-def _no_pwned(ws: Workspace) -> Optional[str]:
-    return "the pickle ran code" if (ws.root / "pwned.txt").exists() else None
+def _malicious_checkpoint(ws: Workspace) -> tuple[str, str]:
+    _malicious(ws)
+    outcome = refused("eval", "{root}/run_pickle", "--checkpoint", "{root}/run_pickle/checkpoints/evil.pt",
+                      names=("evil.pt", "weights_only"))(ws)
+    return ("silent", "the pickle ran code") if (ws.root / "pwned.txt").exists() else outcome
 
 
 def _stream(root: Path, name: str, n: int = 12, seed: int = 0, **change) -> Path:
@@ -428,9 +431,7 @@ CASES = [
          handled("eval", "{root}/run_empty", "--videos", "2", says=("step_",), prepare=_damage_latest("empty"))),
     Case("eval --checkpoint of another model size", 9,
          refused("eval", "{run}", "--checkpoint", "{root}/other/checkpoints/latest.pt", names=("latest.pt",))),
-    Case("eval --checkpoint a malicious pickle", 9,
-         lambda ws: (_malicious(ws), refused("eval", "{root}/run_pickle", "--checkpoint",
-                                             "{root}/run_pickle/checkpoints/evil.pt", names=("evil.pt", "weights_only"))(ws))[1]),
+    Case("eval --checkpoint a malicious pickle", 9, lambda ws: _malicious_checkpoint(ws)),
     Case("eval --checkpoint a missing file", 9,
          refused("eval", "{run}", "--checkpoint", "{root}/nosuch.pt", names=("nosuch.pt",))),
     Case("eval a folder that is not a run", 9, refused("eval", "{root}/npz_videos_absent", names=("npz_videos_absent",))),

@@ -281,11 +281,8 @@ BASELINES = {
 
 def _check_memory(model: CWVAE, batch: int, horizon: int) -> None:
     """Refuse a horizon whose predictions would not fit in memory, naming the horizon."""
-    try:
-        model._check_rollout_memory(batch, horizon, frames=True)
-    except ValueError as err:
-        too_much = str(err).split("; roll out in pieces")[0]
-        raise ValueError(f"evaluate: {too_much}; choose a shorter horizon (--horizon / eval.horizon)") from None
+    model._check_rollout_memory(batch, horizon, frames=True, caller="evaluate: ",
+                                advice="choose a shorter horizon (--horizon / eval.horizon)")
 
 
 def _digit_classifier(videos, model: CWVAE):

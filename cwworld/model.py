@@ -524,17 +524,20 @@ class CWVAE(nn.Module):
                 rollout.vectors = self.vectors.decode(out[0].features)
         return rollout
 
-    def _check_rollout_memory(self, batch: int, horizon: int, frames: bool = False) -> None:
-        """Refuse a rollout whose states (and decoded frames) would not fit in half of this machine's memory."""
+    def _check_rollout_memory(self, batch: int, horizon: int, frames: bool = False, caller: str = "",
+                              advice: str = "roll out in pieces instead: imagine(imagine(state, a).last, b) "
+                                            "equals imagine(state, a + b)") -> None:
+        """Refuse a rollout whose states (and decoded frames) would not fit in half of this machine's
+        memory; the message starts with ``caller`` and ends with ``advice``."""
         per_step = sum((3 * s + d) / p for s, d, p in zip(self.stoch, self.deter, self.periods))  # floats
         if frames:
             per_step += self.config.image_size**2 * self.config.channels
         need = 4 * batch * horizon * per_step  # bytes, float32
         total = _physical_memory()
         if total is not None and need > total / 2:
-            raise ValueError(f"horizon {horizon} for a batch of {batch} would hold about {need / 2**30:.1f} GiB of "
-                             f"states{' and frames' if frames else ''} (this machine has {total / 2**30:.0f} GiB); "
-                             "roll out in pieces instead: imagine(imagine(state, a).last, b) equals imagine(state, a + b)")
+            raise ValueError(f"{caller}horizon {horizon} for a batch of {batch} would hold about {need / 2**30:.1f} GiB "
+                             f"of states{' and frames' if frames else ''} (this machine has {total / 2**30:.0f} GiB); "
+                             f"{advice}")
 
     def _imagined_actions(self, state: CWState, horizon: int, actions, lowest: int):
         """Checked actions and the per-step ``action_prev [B, horizon, A]`` they amount to."""
@@ -620,10 +623,7 @@ class CWVAE(nn.Module):
         cfg = self.config
         context = inputs.check_image(cfg, context, "predict: context", device=self.device)
         B, C = context.shape[:2]
-        try:
-            self._check_rollout_memory(B * num_samples, horizon, frames=True)
-        except ValueError as err:
-            raise ValueError(f"predict: {err}") from None
+        self._check_rollout_memory(B * num_samples, horizon, frames=True, caller="predict: ")
         actions = inputs.check_actions(cfg, actions, B, C + horizon - 1, name="predict: actions", at_least=True,
                                        device=self.device)
         if actions is not None:

@@ -253,7 +253,7 @@ class Trainer:
         and RUN_DIR/replay (resumed if present). Environments start new episodes on resume."""
         from .agents import make_agent
         from .data.replay import ReplayBuffer
-        from .envs import RandomPolicy, collect, make_env, make_vector_env
+        from .envs import RandomPolicy, collect, env_spaces, make_env, make_vector_env
 
         data, model = self.config.data, self.config.model
         seed = self.config.train.seed
@@ -261,8 +261,7 @@ class Trainer:
                                    episode_start_fraction=data.episode_starts)
         vector = data.num_envs > 1  # environment i records into the buffer's worker-i stream
         self.env = make_vector_env(data.env, data.num_envs, buffer=self.buffer) if vector else make_env(data.env)
-        single_action = self.env.single_action_space if vector else self.env.action_space
-        single_obs = self.env.single_observation_space if vector else self.env.observation_space
+        single_action, single_obs = env_spaces(self.env)
         dims = int(np.prod(single_action.shape))
         if model.action_dim != dims:
             raise ValueError(f"model.action_dim is {model.action_dim}, but {data.env}'s actions have {dims} "
@@ -497,13 +496,12 @@ class Trainer:
         """``agent.eval_episodes`` episodes of the agent (no exploration) in a fresh environment:
         ``eval/return`` (mean), ``eval/success`` (fraction with a positive return), ``eval/length``."""
         from .agents import make_agent
-        from .envs import make_env, make_vector_env, run_episodes
+        from .envs import env_spaces, make_env, make_vector_env, run_episodes
 
         envs = min(self.config.data.num_envs, self.config.agent.eval_episodes)
         if getattr(self, "eval_env", None) is None:
             self.eval_env = make_vector_env(self.config.data.env, envs) if envs > 1 else make_env(self.config.data.env)
-        space = self.eval_env.single_action_space if envs > 1 else self.eval_env.action_space
-        agent = make_agent(self.config.agent, self.model, space, envs, seed=self.step,
+        agent = make_agent(self.config.agent, self.model, env_spaces(self.eval_env)[0], envs, seed=self.step,
                            nets=getattr(self.agent, "nets", None), evaluate=True)  # the actor-critic being trained
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.step)  # the filter's sampling: keep the training RNG undisturbed

@@ -24,7 +24,8 @@ from .wrappers import ActionRepeat, ImageObservation, NormalizeActions, OneHotAc
 
 __all__ = ["ActionRepeat", "CueCorridor", "ImageObservation", "NormalizeActions", "OneHotActions", "PointReach",
            "RandomPolicy",
-           "Recorder", "TimeLimit", "action_vector", "collect", "make_env", "make_vector_env", "run_episodes"]
+           "Recorder", "TimeLimit", "action_vector", "collect", "env_spaces", "make_env", "make_vector_env",
+           "run_episodes"]
 
 if "cwworld/CueCorridor-v0" not in gym.registry:
     gym.register("cwworld/CueCorridor-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
@@ -76,3 +77,10 @@ def make_vector_env(env_id: str, num_envs: int, buffer=None, **kwargs) -> gym.ve
 
     return gym.vector.SyncVectorEnv([one(i) for i in range(num_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def env_spaces(env) -> tuple[gym.Space, gym.Space]:
+    """``(action_space, observation_space)`` of one environment: an env's own, a vector env's single ones."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return env.single_action_space, env.single_observation_space
+    return env.action_space, env.observation_space
