@@ -161,13 +161,13 @@ class ActorCritic(Agent):
         if self.spec.discrete:
             probs = torch.softmax(out, -1)
             probs = (1 - self.config.unimix) * probs + self.config.unimix / self.spec.dim
-            return Categorical(probs=probs)
+            return Categorical(probs=probs, validate_args=False)  # validation would read values to the host
         low, high = self.spec.low.to(out.device), self.spec.high.to(out.device)
         mid, half = (high + low) / 2, (high - low) / 2
         raw_mean, raw_std = out.chunk(2, -1)
         cfg = self.config
         std = (cfg.min_std + (cfg.max_std - cfg.min_std) * torch.sigmoid(raw_std + 2.0)) * half
-        return Normal(mid + half * torch.tanh(raw_mean), std)
+        return Normal(mid + half * torch.tanh(raw_mean), std, validate_args=False)
 
     def _draw(self, feats: torch.Tensor, sample: bool) -> torch.Tensor:
         """Model-format actions ``[B, A]`` from the policy (a sample, or the mode)."""
@@ -210,7 +210,7 @@ class ActorCritic(Agent):
             seen.append(feats)
             return self._draw(feats, sample=True)
 
-        rollout = self.model.imagine(start, horizon, policy=policy, sample=True)
+        rollout = self.model.imagine(start, horizon, policy=policy, sample=True, validate=False)
         seen.append(features(rollout.last))
         cont = rollout.cont if rollout.cont is not None else torch.ones_like(rollout.reward)
         return torch.stack(seen, 1), rollout.actions, rollout.reward, cont

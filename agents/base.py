@@ -149,9 +149,8 @@ class Agent:
         if is_first is not None:
             first |= torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=self.device).reshape(-1)
         if self.model is not None:
-            self.state = self.model.observe_step(self.state, image, self.prev_action, first)
-        if bool(first.any()):
-            self.reset_plans(first)
+            self.state = self.model.observe_step(self.state, image, self.prev_action, first, validate=False)
+        self.reset_plans(first)  # where ``first`` (no host read of whether any environment started)
         self.starting[:] = False
         self.frames_seen += 1
         action = self.choose(self.state, first)  # (num_envs, dim)
@@ -207,4 +206,6 @@ class Agent:
             bad = (~torch.isfinite(image)).flatten(1).any(1).nonzero()[:, 0].tolist()
             raise ValueError(f"{type(self).__name__}.act: the observation at step {self.frames_seen} "
                              f"(environments {bad}) holds NaN or inf")
+        if self.device.type == "cuda":  # through pinned memory: the upload does not make the host wait
+            return image.pin_memory().to(self.device, non_blocking=True)
         return image.to(self.device)

@@ -126,7 +126,8 @@ class CEMPlanner(Agent):
         start = model.settle(state)[torch.arange(B, device=self.device).repeat_interleave(N)]  # (B*N) states
         for _ in range(cfg.iterations):
             candidates = self._sample(dist, N)  # (B, N, H, A)
-            rollout = model.imagine(start, H, actions=candidates.reshape(B * N, H, -1), sample=False)
+            rollout = model.imagine(start, H, actions=candidates.reshape(B * N, H, -1), sample=False,
+                                    validate=False)
             self.imagine_calls += 1
             value = None if self.terminal_value is None else self.terminal_value(rollout.last)
             scores = discounted_return(rollout.reward, rollout.cont, cfg.discount, value).view(B, N)

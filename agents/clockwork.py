@@ -107,9 +107,10 @@ class ClockworkPlanner(CEMPlanner):
         for _ in range(cfg.iterations):
             near_cands = self._sample({k: v[:, :n_near] for k, v in near.items()}, N)  # (B, N, n_near, A)
             far_cands, summaries = self._sample_windows(far, N)  # (B, N, W, A) each
-            head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False)
+            head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False,
+                                 validate=False)
             tail = model.imagine(head.last, W * p, actions=summaries.reshape(B * N, W, -1), levels=levels,
-                                 sample=False)
+                                 sample=False, validate=False)
             self.imagine_calls += 2
             window_discount = cfg.discount ** (n_near + p * torch.arange(1, W + 1, device=self.device))  # (W,)
             alive = torch.ones(B * N, device=self.device) if head.cont is None else head.cont.prod(1)

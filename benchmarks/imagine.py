@@ -43,6 +43,9 @@ def main(argv=None) -> list:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per cell (the best is kept)")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="skip cells predicted to take longer")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                        help="torch.compile the cell steps and conv stacks (CWVAE.compile_parts) in this mode; "
+                             "reduce-overhead replays CUDA graphs")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     if device.type == "cpu":
@@ -51,6 +54,8 @@ def main(argv=None) -> list:
     for preset in args.presets:
         config = cwworld.load_config(preset).model
         model = cwworld.CWVAE(config).to(device).eval()
+        if args.compile:
+            model.compile_parts(mode=args.compile)
         L = model.levels
         variants = [("full", None)] + [(f"jumpy {list(range(l, L))}", list(range(l, L))) for l in range(1, L)]
         for batch in args.batches:
@@ -64,8 +69,9 @@ def main(argv=None) -> list:
                         continue
                     seconds = _time(model, state, horizon, levels, args.repeats)
                     rows.append((preset, batch, horizon, name, batch * horizon / seconds))
-    table = Table(title=f"imagine: time steps/s (batch x horizon / s), {cpu_name() if device.type == 'cpu' else device}, "
-                        f"torch {torch.__version__}")
+    where = cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    table = Table(title=f"imagine: time steps/s (batch x horizon / s), {where}, torch {torch.__version__}"
+                        f"{', compiled: ' + args.compile if args.compile else ''}")
     for column in ("preset", "batch", "horizon", "rollout", "steps/s", "x full"):
         table.add_column(column, justify="left" if column in ("preset", "rollout") else "right")
     full = {(p, b, h): v for p, b, h, n, v in rows if n == "full"}

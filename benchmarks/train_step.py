@@ -65,9 +65,13 @@ def main(argv=None) -> dict:
         model.compile_parts()
     loss_fn = torch.compile(model.loss_terms) if args.compile else model.loss_terms
 
+    losses = []
+
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss, _ = loss_fn(batch, validate=False)
+        if not losses:  # the loss of the initial weights: the same for every option up to its rounding
+            losses.append(float(loss))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -100,6 +104,7 @@ def main(argv=None) -> dict:
         "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "warmup_s": warmup_s,
+        "first_loss": losses[0] if losses else None,
         "step_s": times,
         "frames_per_s": frames / median,
         "peak_rss_mib": peak_rss_mib(),
@@ -116,7 +121,7 @@ def main(argv=None) -> dict:
     console = Console()
     console.print(table)
     console.print(f"{result['hardware']}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-                  f"warm-up {warmup_s:.1f} s")
+                  f"warm-up {warmup_s:.1f} s; loss of the initial weights {result['first_loss']:.6g}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

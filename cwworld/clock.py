@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["tick_offsets", "level_lengths", "segment_starts", "window_sums", "pending_sum",
-           "forward_window_sums", "latest_ticks"]
+           "forward_window_sums", "latest_ticks", "range_tensor"]
 
 
 def tick_offsets(start: int, length: int, period: int) -> range:
@@ -89,7 +89,7 @@ def window_sums(x: torch.Tensor, ends: range, period: int, seg: torch.Tensor,
     B, device = x.shape[0], x.device
     if len(ends) == 0:
         return x.new_zeros(B, 0, x.shape[-1])
-    o = torch.as_tensor(list(ends), device=device, dtype=torch.long).expand(B, -1)  # (B, n)
+    o = range_tensor(ends, device).expand(B, -1)  # (B, n)
     lo = torch.maximum((o + 1 - period).clamp(min=0), seg.gather(1, o))
     width = min(period, ends[-1] + 1)
     sums = _masked_window_sums(x, o + 1 - width, lo, o + 1, width)
@@ -119,7 +119,7 @@ def forward_window_sums(x: torch.Tensor, starts: range, period: int,
     B, T = x.shape[:2]
     if len(starts) == 0:
         return x.new_zeros(B, 0, x.shape[-1])
-    o = torch.as_tensor(list(starts), device=x.device, dtype=torch.long).expand(B, -1)  # (B, n)
+    o = range_tensor(starts, x.device).expand(B, -1)  # (B, n)
     hi = (o + period).clamp(max=T)
     if is_first is not None:
         # the earliest episode start after each step: flip, running min, flip back
@@ -131,10 +131,15 @@ def forward_window_sums(x: torch.Tensor, starts: range, period: int,
     return _masked_window_sums(x, o, o, hi, period)
 
 
-def latest_ticks(own: range, above: range) -> torch.Tensor:
+def range_tensor(r: range, device=None) -> torch.Tensor:
+    """``torch.tensor(list(r))`` made on ``device`` itself (a copy from the host would make a GPU wait)."""
+    return torch.arange(len(r), dtype=torch.long, device=device) * r.step + r.start
+
+
+def latest_ticks(own: range, above: range, device=None) -> torch.Tensor:
     """For each tick in ``own``, the index in ``above`` of the latest tick at or before it,
     or -1 where the level above has not ticked yet in this chunk -> ``[n_own]`` long."""
+    o = range_tensor(own, device)
     if len(above) == 0:
-        return torch.full((len(own),), -1, dtype=torch.long)
-    return torch.as_tensor([-1 if o < above.start else (o - above.start) // above.step for o in own],
-                           dtype=torch.long)
+        return torch.full_like(o, -1)
+    return torch.where(o < above.start, -1, torch.div(o - above.start, above.step, rounding_mode="floor"))

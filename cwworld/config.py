@@ -204,10 +204,16 @@ class TrainConfig:
     sample_every: int = 1000  # steps between open-loop prediction GIFs (and at the end)
     tensorboard: bool = True  # also write metrics as TensorBoard events
     max_nonfinite: int = 10  # consecutive non-finite losses before the run stops
+    # read the step's metrics to the host every N steps. 1: every step (the bar and the non-finite
+    # check each step). N > 1: a step never waits for the GPU: a non-finite update is skipped on the
+    # device (fused Adam's found_inf), counted there, and reported at the next read (every N steps,
+    # log, save and sample steps); max_nonfinite is then checked at those reads
+    sync_every: int = 1
     max_minutes: Optional[float] = None  # stop (checkpoint, GIF) once training has run this long, resumes summed
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "sample_every", "max_nonfinite"):
+        for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "sample_every", "max_nonfinite",
+                     "sync_every"):
             _check_min(f"train.{name}", getattr(self, name), 1)
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.adam_eps", self.adam_eps, 0.0, None, low_open=True)

@@ -26,7 +26,7 @@ __all__ = ["observe_step"]
 
 
 def observe_step(model, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True,
-                 vectors_t: Optional[dict] = None) -> CWState:
+                 vectors_t: Optional[dict] = None, validate: bool = True) -> CWState:
     """See :meth:`cwworld.model.CWVAE.observe_step`."""
     cfg, dev = model.config, model.device
     state = inputs.check_state(model, state)
@@ -46,7 +46,8 @@ def observe_step(model, state: CWState, image_t, action_prev=None, is_first=None
     elif cfg.action_dim:
         raise ValueError(f"observe_step: action_prev: this model is action-conditioned; expected "
                          f"[{B}, {cfg.action_dim}] (zeros at an episode's first frame), found None")
-    action_prev = inputs.check_actions(cfg, action_prev, B, 1, name="observe_step: action_prev", device=dev)
+    action_prev = inputs.check_actions(cfg, action_prev, B, 1, name="observe_step: action_prev", device=dev,
+                                       finite=validate)
     first = torch.zeros(B, 1, dtype=torch.bool, device=dev) if is_first is None else \
         inputs.check_is_first(torch.as_tensor(is_first).reshape(-1, 1), B, 1, "observe_step: is_first", dev)
     if action_prev is not None:

@@ -57,8 +57,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import inputs
-from .clock import (forward_window_sums, latest_ticks, level_lengths, pending_sum, segment_starts, tick_offsets,
-                    window_sums)
+from .clock import (forward_window_sums, latest_ticks, level_lengths, pending_sum, range_tensor, segment_starts,
+                    tick_offsets, window_sums)
 from .config import ModelConfig
 from .heads import VectorObservations, WorldModelHeads
 from .nn.conv import MLP, ConvDecoder, ConvEncoder
@@ -313,7 +313,7 @@ class CWVAE(nn.Module):
         return groups
 
     def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True,
-                     vectors_t: Optional[dict] = None) -> CWState:
+                     vectors_t: Optional[dict] = None, validate: bool = True) -> CWState:
         """Filter one frame online: the state after ``image_t``, for an agent acting as it goes.
 
         Called frame by frame from ``initial(B)`` it gives the same state as :meth:`observe`
@@ -330,10 +330,12 @@ class CWVAE(nn.Module):
             is_first: ``[B]`` bool, episode starts (resets every level).
             sample: sample ``z`` (False: posterior means).
             vectors_t: ``{name: [B, size]}`` when the config has ``vectors``.
+            validate: check ``action_prev``'s values (NaN, bounds: host reads); an agent passes
+                False for the actions it chose itself. Shapes and frames are always checked.
         """
         from .filter import observe_step
 
-        return observe_step(self, state, image_t, action_prev, is_first, sample, vectors_t)
+        return observe_step(self, state, image_t, action_prev, is_first, sample, vectors_t, validate)
 
     # -- the unroll --------------------------------------------------------------------
 
@@ -366,7 +368,7 @@ class CWVAE(nn.Module):
         for level in reversed(levels):
             period, cell = self.periods[level], self.cells[level]
             offsets = tick_offsets(state.step, length, period)
-            ticks = torch.as_tensor(list(offsets), dtype=torch.long, device=dev)  # (n,)
+            ticks = range_tensor(offsets, dev)  # (n,)
 
             summary = None  # the actions leading into each tick's window
             if self.action_dims[level] and action_prev is not None:
@@ -452,11 +454,10 @@ class CWVAE(nn.Module):
         if above is None:
             return None
         up, feats, held = above  # range, (B, n_above, D), (B, D)
-        j = latest_ticks(offsets, up)  # (n,) index into feats, -1 = held
+        j = latest_ticks(offsets, up, feats.device)  # (n,) index into feats, -1 = held
         table = torch.cat([held[:, None], feats], dim=1)
-        context = table[:, (j + 1).to(feats.device)]  # (B, n, D)
-        source = torch.as_tensor([-1 if jj < 0 else up.start + jj * up.step for jj in j.tolist()],
-                                 dtype=torch.long, device=feats.device)  # the upper tick's offset
+        context = table[:, j + 1]  # (B, n, D)
+        source = torch.where(j < 0, -1, up.start + j * up.step)  # the upper tick's offset (no host read)
         current = (seg[:, ticks] <= source).float()[..., None]  # (B, n, 1)
         return context * current
 
@@ -471,6 +472,7 @@ class CWVAE(nn.Module):
         levels: Optional[Sequence[int]] = None,
         sample: bool = True,
         decode: bool = False,
+        validate: bool = True,
     ) -> Rollout:
         """Roll the priors forward ``horizon`` steps from ``state``, continuing its clock.
 
@@ -495,6 +497,8 @@ class CWVAE(nn.Module):
                 ``last`` then carries the rolled levels; the others keep the start state's.
             sample: sample ``z`` from the priors (False: use their means).
             decode: also decode the bottom level's frames into ``Rollout.frames``.
+            validate: check the actions' values (NaN, bounds: reads to the host, which stall a
+                GPU); shapes are always checked. Planners pass False for the actions they drew.
         """
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon <= 0:
             raise ValueError(f"imagine: horizon must be a positive int, got {horizon!r}")
@@ -511,9 +515,9 @@ class CWVAE(nn.Module):
                 raise ValueError("imagine: give either policy or actions, and no levels with a policy")
             if not self.config.action_dim:
                 raise ValueError("imagine: a policy needs an action-conditioned model (action_dim > 0)")
-            out, last, actions = self._imagine_with_policy(state, horizon, policy, sample)
+            out, last, actions = self._imagine_with_policy(state, horizon, policy, sample, validate)
         else:
-            action_prev, actions = self._imagined_actions(state, horizon, actions, rolled[0])
+            action_prev, actions = self._imagined_actions(state, horizon, actions, rolled[0], validate)
             out, _, last = self._unroll(state, horizon, action_prev=action_prev, levels=rolled, sample=sample)
         rollout = Rollout(out, last, actions, **self.heads.predict(out))
         if decode:
@@ -539,44 +543,48 @@ class CWVAE(nn.Module):
                              f"of states{' and frames' if frames else ''} (this machine has {total / 2**30:.0f} GiB); "
                              f"{advice}")
 
-    def _imagined_actions(self, state: CWState, horizon: int, actions, lowest: int):
+    def _imagined_actions(self, state: CWState, horizon: int, actions, lowest: int, validate: bool = True):
         """Checked actions and the per-step ``action_prev [B, horizon, A]`` they amount to."""
         cfg, B = self.config, state.batch_size
         if lowest == 0:
-            actions = inputs.check_actions(cfg, actions, B, horizon, name="imagine: actions", device=self.device)
+            actions = inputs.check_actions(cfg, actions, B, horizon, name="imagine: actions", device=self.device,
+                                           finite=validate)
             return actions, actions
         # jumpy: one summary per tick of the lowest rolled level, placed at its tick
         ticks = tick_offsets(state.step, horizon, self.periods[lowest])
         needed = any(self.action_dims[level] for level in range(lowest, self.levels))
         actions = inputs.check_actions(cfg, actions, B, len(ticks), name="imagine: actions (one summary per "
                                        f"tick of level {lowest})", device=self.device, required=needed,
-                                       steps_per_action=self.periods[lowest])
+                                       steps_per_action=self.periods[lowest], finite=validate)
         if actions is None:
             return None, None
         action_prev = actions.new_zeros(B, horizon, cfg.action_dim)
-        action_prev[:, list(ticks)] = actions  # (B, horizon, A), zero between ticks
+        action_prev[:, ticks.start:ticks.stop:ticks.step] = actions  # (B, horizon, A), zero between ticks
         return action_prev, actions
 
-    def _imagine_with_policy(self, state: CWState, horizon: int, policy, sample: bool):
+    def _imagine_with_policy(self, state: CWState, horizon: int, policy, sample: bool, validate: bool = True):
         """One :meth:`_unroll` step at a time, the policy choosing each action from the carry."""
         B, A = state.batch_size, self.config.action_dim
         steps = [[] for _ in range(self.levels)]
         actions = []
+        start = state.step
         for i in range(horizon):
             action = torch.as_tensor(policy(state), device=self.device)
             if tuple(action.shape) != (B, A):
                 raise ValueError(f"imagine: the policy returned shape {tuple(action.shape)} at step {state.step}, "
                                  f"expected [{B}, {A}]")
-            action = action.float()
-            if not bool(torch.isfinite(action).all()):
-                raise ValueError(f"imagine: the policy returned NaN or inf at step {state.step}")
-            actions.append(action)
-            out, _, state = self._unroll(state, 1, action_prev=action[:, None], sample=sample)
+            actions.append(action.float())
+            out, _, state = self._unroll(state, 1, action_prev=actions[-1][:, None], sample=sample)
             for level in range(self.levels):
                 steps[level].append(out[level])
+        actions = torch.stack(actions, 1)  # (B, horizon, A)
+        finite = torch.isfinite(actions).flatten(2).all(-1).all(0)  # (horizon,): one host read per rollout
+        if validate and not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"imagine: the policy returned NaN or inf at step {start + bad}")
         levels = [LevelStates(*(torch.cat([getattr(s, name) for s in per_level], 1) for name in ("mean", "std", "z", "h")))
                   for per_level in steps]
-        return levels, state, torch.stack(actions, 1)
+        return levels, state, actions
 
     # -- decoding and prediction -------------------------------------------------------
 

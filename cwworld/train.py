@@ -212,7 +212,9 @@ class Trainer:
             keep_freed_memory()
         torch.manual_seed(config.train.seed)
         self.model = CWVAE(config.model).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps)
+        # sync_every > 1: fused Adam, which skips a non-finite update on the device (its found_inf)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
+                                          fused=True if config.train.sync_every > 1 else None)
         self.online = dataset is None and config.data.kind == "replay" and config.data.env is not None
         if self.online:
             self.dataset = self._start_online()
@@ -224,6 +226,7 @@ class Trainer:
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._pending_nonfinite = None  # sync_every > 1: (in a row, in all since the last read) on the device
         self.train_seconds = 0.0  # training wall time, summed over resumes (train.max_minutes)
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self.last_eval = None  # the latest agent evaluation's success rate (online runs)
@@ -332,19 +335,41 @@ class Trainer:
             values = torch.stack([terms[name].detach().float() for name in names])
             dist.all_reduce(values)
             terms = dict(zip(names, values / self.world))
-        metrics = {name: float(value) for name, value in terms.items()}
-        metrics["grad_norm"] = float(grad_norm)
-        if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+        if cfg.sync_every > 1:  # no host read: skip a non-finite update on the device, count it there
+            finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+            self.optimizer.found_inf = (~finite).float().reshape(())
             self.optimizer.step()
-            self.nonfinite_in_a_row = 0
-        else:
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
             self.optimizer.zero_grad(set_to_none=True)
-        metrics["skipped_updates"] = float(self.nonfinite_total)
+            zero = torch.zeros((), dtype=torch.long, device=loss.device)  # made there: no copy from the host
+            run, total = self._pending_nonfinite or (zero + self.nonfinite_in_a_row, zero)
+            self._pending_nonfinite = (torch.where(finite, 0, run + 1), total + (~finite).long())
+            metrics = {name: value.detach() for name, value in terms.items()}
+            metrics["grad_norm"] = grad_norm.detach()
+        else:
+            metrics = {name: float(value) for name, value in terms.items()}
+            metrics["grad_norm"] = float(grad_norm)
+            if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+                self.optimizer.step()
+                self.nonfinite_in_a_row = 0
+            else:
+                self.nonfinite_in_a_row += 1
+                self.nonfinite_total += 1
+                self.optimizer.zero_grad(set_to_none=True)
+            metrics["skipped_updates"] = float(self.nonfinite_total)
         if learner is not None:
             metrics.update(learner.update(traj, batch))
         return metrics
+
+    def read_metrics(self, metrics: dict) -> dict[str, float]:
+        """The host values of a step's metrics (``train.sync_every > 1`` leaves them on the device,
+        with the non-finite counters): the one place such a run waits for the device."""
+        if self._pending_nonfinite is not None:
+            run, total = (int(v) for v in self._pending_nonfinite)  # in a row up to now; since the last read
+            self.nonfinite_in_a_row = run
+            self.nonfinite_total += total
+            self._pending_nonfinite = None
+            metrics = dict(metrics, skipped_updates=float(self.nonfinite_total))
+        return {name: float(value) for name, value in metrics.items()}
 
     def _noise(self, B: int, T: int) -> list[torch.Tensor]:
         """The posterior samples' standard normal noise for this step's batch ``[B, T]``, per level
@@ -353,8 +378,9 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
         rows = slice(self.rank * B, (self.rank + 1) * B)
         lengths = level_lengths(T, self.config.model.factor, self.model.levels)
-        return [torch.randn(B * self.world, n, stoch, generator=generator)[rows].to(self.device)
-                for n, stoch in zip(lengths, self.model.stoch)]
+        pin = self.device.type == "cuda"  # a copy from pinned memory does not make the host wait
+        return [_pinned(torch.randn(B * self.world, n, stoch, generator=generator)[rows], pin).to(
+                    self.device, non_blocking=pin) for n, stoch in zip(lengths, self.model.stoch)]
 
     def check_replicas(self) -> None:
         """Several processes: stop if the ranks' parameters differ (they must stay identical)."""
@@ -423,9 +449,11 @@ class Trainer:
             with progress:
                 task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
                 t0 = time.perf_counter()
+                since_read, read_t0 = 0, t0
                 for batch in batches:
                     metrics = self.train_step(batch)
                     self.step += 1
+                    since_read += 1
                     evaluated = False
                     if self.online:
                         metrics["replay_steps"] = float(len(self.buffer))
@@ -436,10 +464,21 @@ class Trainer:
                             metrics.update(self.evaluate_agent())
                             evaluated = True
                     now = time.perf_counter()
-                    metrics["frames_per_s"] = frames_per_step / (now - t0)
+                    self.train_seconds += now - t0
+                    t0 = now
+                    out_of_time = self._seconds_left() <= 0
+                    last = self.step == cfg.steps or out_of_time
+                    if not (last or evaluated or any(self.step % every == 0 for every in (
+                            cfg.sync_every, cfg.log_every, cfg.save_every, cfg.sample_every))):
+                        progress.update(task, completed=self.step)  # metrics stay on the device
+                        t0 = time.perf_counter()
+                        continue
+                    metrics = self.read_metrics(metrics)
+                    now = time.perf_counter()  # over the steps since the last read (a GPU runs behind the host)
+                    metrics["frames_per_s"] = frames_per_step * since_read / (now - read_t0)
                     self.train_seconds += now - t0
                     metrics["train_minutes"] = self.train_seconds / 60
-                    t0 = now
+                    since_read, read_t0, t0 = 0, now, now
                     if self.nonfinite_in_a_row:
                         self.console.print(f"[yellow]step {self.step}: non-finite loss or gradient, update "
                                            f"skipped ({self.nonfinite_in_a_row} in a row, "
@@ -459,8 +498,6 @@ class Trainer:
                     progress.update(task, completed=self.step,
                                     info=f"loss={metrics['loss']:.1f} nll={metrics['nll']:.1f} {kls} "
                                          f"{metrics['frames_per_s']:.0f} frames/s")
-                    out_of_time = self._seconds_left() <= 0
-                    last = self.step == cfg.steps or out_of_time
                     if out_of_time:
                         self.console.print(f"step {self.step}: train.max_minutes={cfg.max_minutes:g} reached "
                                            f"({self.train_seconds / 60:.1f} min of training); stopping")
@@ -480,7 +517,7 @@ class Trainer:
                         self.save_samples()
                     if last:
                         break
-                    t0 = time.perf_counter()
+                    t0 = read_t0 = time.perf_counter()
         finally:
             batches.close()
             if events is not None:
@@ -627,6 +664,10 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()
     return video_grid([list(truth.cpu()), list(model_rows)])
+
+
+def _pinned(tensor: torch.Tensor, pin: bool) -> torch.Tensor:
+    return tensor.pin_memory() if pin else tensor
 
 
 def check_global_batch(config: Config, world: int) -> None:

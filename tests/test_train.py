@@ -195,3 +195,54 @@ def test_the_command_line_prints_warnings_as_one_line_without_the_source(capsys)
     assert main(["presets"]) == 0
     text = warnings.formatwarning(UserWarning("MineRL: skipping stream s: bad"), UserWarning, "/x/thread.py", 58)
     assert text == "cwworld: warning: MineRL: skipping stream s: bad\n"
+
+
+def test_sync_every_leaves_the_step_without_host_reads_and_trains_like_every_step_reads(tmp_path):
+    """``train.sync_every=3``: the training step reads nothing back to the host (counted by
+    cwworld.syncs.record_syncs), the metrics are read at log steps only, and the weights and the
+    logged losses equal a run that reads every step to within fused Adam's rounding (1e-5)."""
+    from cwworld.syncs import record_syncs
+
+    every = Trainer(load_config("quickstart", TINY + ["train.steps=6", "train.save_every=6",
+                                                                 "train.log_every=3"]), tmp_path / "a", progress=False)
+    every.train()
+    lazy = Trainer(load_config("quickstart", TINY + ["train.steps=6", "train.save_every=6", "train.log_every=3",
+                                                     "train.sync_every=3"]), tmp_path / "b", progress=False)
+    lazy.train()
+    for (name, a), b in zip(every.model.state_dict().items(), lazy.model.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    log_a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_b] == [3, 6] == [r["step"] for r in log_a]
+    for a, b in zip(log_a, log_b):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["skipped_updates"] == 0.0 and b["frames_per_s"] > 0
+
+    batch = next(lazy.batches())
+    with record_syncs() as reads:
+        for _ in range(2):
+            metrics = lazy.train_step(batch)
+    assert reads.summary() == {}
+    with record_syncs() as reads:
+        every.train_step(batch)
+    assert any("train.py" in site for site in reads.sites)  # the counter sees the per-step reads
+    assert isinstance(lazy.read_metrics(metrics)["loss"], float)
+
+
+def test_sync_every_skips_a_nonfinite_update_on_the_device_and_stops_after_max(tmp_path):
+    trainer = Trainer(load_config("quickstart", TINY + ["train.steps=20", "train.sync_every=4",
+                                                        "train.max_nonfinite=3"]), tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with torch.no_grad():
+        trainer.model.decoder.dense.bias.fill_(float("nan"))
+    batch = next(trainer.batches())
+    metrics = trainer.read_metrics(trainer.train_step(batch))
+    assert metrics["skipped_updates"] == 1.0 and trainer.nonfinite_in_a_row == 1
+    after = trainer.model.state_dict()
+    assert torch.equal(before["cells.0.gru.weight_hh"], after["cells.0.gru.weight_hh"])
+    assert trainer.optimizer.state_dict()["state"][0]["step"].item() == 0  # the skipped step is not counted
+    trainer.train_step(batch), trainer.train_step(batch)
+    trainer.read_metrics({})
+    assert (trainer.nonfinite_in_a_row, trainer.nonfinite_total) == (3, 3)
+    with pytest.raises(RuntimeError, match="consecutive non-finite"):
+        trainer.train()
