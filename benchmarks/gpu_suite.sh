@@ -62,11 +62,11 @@ cd "$REPO"
 if [ "$QUICK" = 1 ]; then
     SIZES_MM="--batch 2 --seq-len 12 --warmup 1 --steps 1"; SIZES_MR="$SIZES_MM"
     IMAG="--batches 1 4 --horizons 15 --repeats 1"; IMAG_G="$IMAG"; PLAN="--batches 1 --decisions 2"; SYNC_STEPS=4
-    LOOP_STEPS=3; LOOP_SIZE="train.batch_size=2 train.seq_len=12 eval.horizon=8 eval.num_videos=2"
+    LOOP_STEPS=3; LOOP_SIZE="train.batch_size=2 train.seq_len=12 eval.horizon=8 eval.num_videos=2"; SWEEP=""
 else
     SIZES_MM="--batch 50 --seq-len 100 --warmup 3 --steps 10"; SIZES_MR="--batch 50 --seq-len 100 --warmup 3 --steps 10"
     IMAG="--batches 1 64 1024 --horizons 15 100 1000 --repeats 2"; IMAG_G="--batches 1 64 --horizons 15 100 1000"
-    PLAN="--batches 1 16"; SYNC_STEPS=100; LOOP_STEPS=60; LOOP_SIZE=""
+    PLAN="--batches 1 16"; SYNC_STEPS=100; LOOP_STEPS=60; LOOP_SIZE=""; SWEEP="100 200 400"
 fi
 TS="python3 benchmarks/train_step.py --device $DEVICE"
 # in order of what the README needs most; the deadline cuts from the end
@@ -75,7 +75,13 @@ run 90 mmnist_fp32 $TS --preset mmnist $SIZES_MM --json "$OUT/mmnist_fp32.json"
 run 90 mmnist_bf16 $TS --preset mmnist $SIZES_MM --bf16 --json "$OUT/mmnist_bf16.json"
 run 90 minerl_fp32 $TS --preset minerl_navigate $SIZES_MR --json "$OUT/minerl_fp32.json"
 run 90 minerl_bf16 $TS --preset minerl_navigate $SIZES_MR --bf16 --json "$OUT/minerl_bf16.json"
+for B in $SWEEP; do  # the batch sweep: how far the step is from compute-bound
+    run 60 minerl_bf16_b$B $TS --preset minerl_navigate --batch $B --seq-len 100 --warmup 2 --steps 5 --bf16 \
+        --json "$OUT/minerl_bf16_b$B.json"
+done
 run 90 host_sync python3 benchmarks/host_sync.py --device $DEVICE --time-steps $SYNC_STEPS --json "$OUT/host_sync.json"
+run 90 host_sync_lazy python3 benchmarks/host_sync.py --device $DEVICE --json "$OUT/host_sync_lazy.json" \
+    train.sync_every=50
 # the whole training loop (generated data through the loader, pinned memory, logging) on the paper's mmnist model
 (cd /tmp && run 100 train_loop python3 -m cwworld.cli train --config mmnist --run-dir /tmp/loop --no-progress \
     train.device=$DEVICE train.precision=bf16 train.sync_every=10 train.steps=$LOOP_STEPS train.log_every=10 \
@@ -93,7 +99,7 @@ out = pathlib.Path(sys.argv[1])
 print(f"{'run':28} {'median step s':>13} {'frames/s':>10} {'peak GiB':>9} {'initial loss':>14} {'rel. to fp32 NCHW':>18}")
 base = {}
 for path in sorted(out.glob("*.json")):
-    if path.name == "host_sync.json":
+    if path.name.startswith("host_sync"):
         continue
     r = json.loads(path.read_text())
     steps = sorted(r["step_s"])
@@ -101,7 +107,7 @@ for path in sorted(out.glob("*.json")):
     if path.stem.endswith("fp32_nchw") or (key not in base and "fp32" in path.stem and "compiled" not in path.stem):
         base.setdefault(key, r["first_loss"])
 for path in sorted(out.glob("*.json")):
-    if path.name == "host_sync.json":
+    if path.name.startswith("host_sync"):
         continue
     r = json.loads(path.read_text())
     steps = sorted(r["step_s"])
@@ -111,3 +117,6 @@ for path in sorted(out.glob("*.json")):
           f"{r.get('peak_cuda_mib', 0) / 1024:9.2f} {r['first_loss']:14.6g} {rel:18.2e}")
 EOF
 log done
+# a lent machine sends back at most 8 files: everything else travels in one archive
+(cd "$OUT" && tar czf all.tgz --exclude=all.tgz --exclude=summary.txt --exclude=suite.log . &&
+    find . -maxdepth 1 -type f ! -name all.tgz ! -name summary.txt ! -name suite.log -delete)
