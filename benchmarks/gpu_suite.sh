@@ -9,7 +9,7 @@
 # the environment; the training step of the paper's mmnist and minerl_navigate models with each
 # option (fp32 NCHW, channels-last, bf16, compile_parts), the loss of the initial weights with each;
 # host reads per training / acting step (and the CUDA syncs the driver reports) and the step time
-# with train.sync_every 1 vs 50; imagination and planning speed (plain and compiled into CUDA graphs).
+# with train.sync_every 1 vs 50; the step eager vs one CUDA graph (train.cuda_graph); imagination and planning speed (plain and compiled into CUDA graphs).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT}
@@ -82,6 +82,7 @@ done
 run 90 host_sync python3 benchmarks/host_sync.py --device $DEVICE --time-steps $SYNC_STEPS --json "$OUT/host_sync.json"
 run 90 host_sync_lazy python3 benchmarks/host_sync.py --device $DEVICE --json "$OUT/host_sync_lazy.json" \
     train.sync_every=50
+[ "$DEVICE" = cuda ] && run 120 cuda_graph python3 benchmarks/cuda_graph.py
 # the whole training loop (generated data through the loader, pinned memory, logging) on the paper's mmnist model
 (cd /tmp && run 100 train_loop python3 -m cwworld.cli train --config mmnist --run-dir /tmp/loop --no-progress \
     train.device=$DEVICE train.precision=bf16 train.sync_every=10 train.steps=$LOOP_STEPS train.log_every=10 \

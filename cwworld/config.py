@@ -209,12 +209,18 @@ class TrainConfig:
     # device (fused Adam's found_inf), counted there, and reported at the next read (every N steps,
     # log, save and sample steps); max_nonfinite is then checked at those reads
     sync_every: int = 1
+    # CUDA only: replay the whole update (forward, backward, clipping, Adam) from one CUDA graph,
+    # captured at the first step; the step is launch-bound on a GPU. Needs sync_every > 1
+    cuda_graph: bool = False
     max_minutes: Optional[float] = None  # stop (checkpoint, GIF) once training has run this long, resumes summed
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "seq_len", "log_every", "save_every", "sample_every", "max_nonfinite",
                      "sync_every"):
             _check_min(f"train.{name}", getattr(self, name), 1)
+        if self.cuda_graph and self.sync_every == 1:
+            raise ConfigError("train.cuda_graph: a captured step cannot read values to the host; "
+                              "set train.sync_every > 1 (e.g. 50) as well")
         _check_range("train.lr", self.lr, 0.0, None, low_open=True)
         _check_range("train.adam_eps", self.adam_eps, 0.0, None, low_open=True)
         _check_range("train.grad_clip", self.grad_clip, 0.0, None, low_open=True)

@@ -191,6 +191,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.rank, self.world = _distributed()
         self.main = self.rank == 0  # the process that writes the run directory
+        if config.train.cuda_graph:
+            _check_cuda_graph(config, pick_device(config.train.device), self.world,
+                              dataset is None and config.data.kind == "replay" and config.data.env is not None)
         if self.world > 1:
             if dataset is None and config.data.kind == "replay" and config.data.env is not None:
                 raise ValueError("online runs (data.env) train in one process; run without --nproc / torchrun")
@@ -214,7 +217,8 @@ class Trainer:
         self.model = CWVAE(config.model).to(self.device)
         # sync_every > 1: fused Adam, which skips a non-finite update on the device (its found_inf)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
-                                          fused=True if config.train.sync_every > 1 else None)
+                                          fused=True if config.train.sync_every > 1 else None,
+                                          capturable=config.train.cuda_graph)
         self.online = dataset is None and config.data.kind == "replay" and config.data.env is not None
         if self.online:
             self.dataset = self._start_online()
@@ -226,7 +230,9 @@ class Trainer:
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        self._pending_nonfinite = None  # sync_every > 1: (in a row, in all since the last read) on the device
+        self._nonfinite = None  # sync_every > 1: (in a row, in all since the last read) on the device
+        self._unread = False  # whether a step ran since the counters were last read
+        self._graph = None  # train.cuda_graph: the captured update
         self.train_seconds = 0.0  # training wall time, summed over resumes (train.max_minutes)
         self._eval_videos = None  # held-out videos for sample GIFs, made on first use
         self.last_eval = None  # the latest agent evaluation's success rate (online runs)
@@ -316,10 +322,15 @@ class Trainer:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
         model, cfg = self.model, self.config.train
         batch = check_batch(model, batch)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if cfg.precision == "bf16" else contextlib.nullcontext())
         learner = self.agent if self.online and self.config.agent.kind == "actor_critic" else None
         noise = self._noise(*batch["image"].shape[:2])
+        if cfg.sync_every > 1 and learner is None and self.world == 1:  # nothing read back to the host
+            if cfg.cuda_graph:
+                return self._graphed_update(batch, noise)
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._device_update(batch, noise)
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if cfg.precision == "bf16" else contextlib.nullcontext())
         with autocast:
             if learner is None:
                 loss, terms = self._loss_fn(batch, validate=False, noise=noise)
@@ -335,16 +346,8 @@ class Trainer:
             values = torch.stack([terms[name].detach().float() for name in names])
             dist.all_reduce(values)
             terms = dict(zip(names, values / self.world))
-        if cfg.sync_every > 1:  # no host read: skip a non-finite update on the device, count it there
-            finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
-            self.optimizer.found_inf = (~finite).float().reshape(())
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            zero = torch.zeros((), dtype=torch.long, device=loss.device)  # made there: no copy from the host
-            run, total = self._pending_nonfinite or (zero + self.nonfinite_in_a_row, zero)
-            self._pending_nonfinite = (torch.where(finite, 0, run + 1), total + (~finite).long())
-            metrics = {name: value.detach() for name, value in terms.items()}
-            metrics["grad_norm"] = grad_norm.detach()
+        if cfg.sync_every > 1:  # several processes or the actor-critic: the same device-side skip
+            metrics = self._skip_or_step(loss, grad_norm, terms)
         else:
             metrics = {name: float(value) for name, value in terms.items()}
             metrics["grad_norm"] = float(grad_norm)
@@ -363,13 +366,106 @@ class Trainer:
     def read_metrics(self, metrics: dict) -> dict[str, float]:
         """The host values of a step's metrics (``train.sync_every > 1`` leaves them on the device,
         with the non-finite counters): the one place such a run waits for the device."""
-        if self._pending_nonfinite is not None:
-            run, total = (int(v) for v in self._pending_nonfinite)  # in a row up to now; since the last read
+        if self._nonfinite is not None and self._unread:
+            run, total = (int(v) for v in self._nonfinite)  # in a row up to now; since the last read
+            self._nonfinite[1].zero_()
             self.nonfinite_in_a_row = run
             self.nonfinite_total += total
-            self._pending_nonfinite = None
+            self._unread = False
             metrics = dict(metrics, skipped_updates=float(self.nonfinite_total))
         return {name: float(value) for name, value in metrics.items()}
+
+    # -- the step without host reads (train.sync_every > 1) and its CUDA graph ---------------
+
+    def _skip_or_step(self, loss, grad_norm, terms) -> dict:
+        """Fused Adam's step, skipped on the device when the loss or the gradient norm is not
+        finite (its ``found_inf``); the non-finite counters updated in place. No host read."""
+        finite = torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+        self._make_counters()
+        self._found_inf.copy_((~finite).float())
+        self.optimizer.found_inf = self._found_inf
+        self.optimizer.step()
+        run, total = self._nonfinite
+        run.copy_(torch.where(finite, 0, run + 1))
+        total.add_((~finite).long())
+        self._unread = True
+        metrics = {name: value.detach() for name, value in terms.items()}
+        metrics["grad_norm"] = grad_norm.detach()
+        return metrics
+
+    def _make_counters(self) -> None:
+        if self._nonfinite is None:  # (in a row, since the last read), made on the device
+            zero = torch.zeros((), dtype=torch.long, device=self.device)
+            self._nonfinite = (zero + self.nonfinite_in_a_row, zero.clone())
+            self._found_inf = torch.zeros((), device=self.device)
+
+    def _device_update(self, batch: dict, noise: list) -> dict:
+        """Forward, backward, clipping and the skip-or-step, all on the device (gradients must be
+        None or zero on entry)."""
+        cfg = self.config.train
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graph)
+                    if cfg.precision == "bf16" else contextlib.nullcontext())
+        with autocast:
+            loss, terms = self._loss_fn(batch, validate=False, noise=noise)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        return self._skip_or_step(loss, grad_norm, terms)
+
+    def _graphed_update(self, batch: dict, noise: list) -> dict:
+        """``train.cuda_graph``: the whole update replayed from one CUDA graph (captured at the
+        first step; a batch of another shape runs uncaptured). The returned metrics are the
+        graph's output tensors, valid until the next step."""
+        shapes = {k: tuple(v.shape) for k, v in batch.items()}, [tuple(n.shape) for n in noise]
+        if self._graph is None:
+            self._capture(batch, noise)
+        if shapes != self._graph_shapes:
+            self.optimizer.zero_grad(set_to_none=False)  # the graph's gradient tensors stay in place
+            return self._device_update(batch, noise)
+        for name, value in batch.items():
+            self._graph_batch[name].copy_(value, non_blocking=True)
+        for static, value in zip(self._graph_noise, noise):
+            static.copy_(value, non_blocking=True)
+        self._graph.replay()
+        self._unread = True
+        return dict(self._graph_metrics)
+
+    def _capture(self, batch: dict, noise: list) -> None:
+        """Record one update into a CUDA graph. Three warm-up updates run first (on a side stream,
+        as capture requires); the weights, the optimizer's state and the counters are put back
+        afterwards, so that the run continues exactly as an uncaptured one would."""
+        self._graph_batch = {k: v.clone() for k, v in batch.items()}
+        self._graph_noise = [n.clone() for n in noise]
+        self._graph_shapes = ({k: tuple(v.shape) for k, v in batch.items()}, [tuple(n.shape) for n in noise])
+        params = [p.detach().clone() for p in self.model.parameters()]
+        buffers = [b.clone() for b in self.model.buffers()]
+        saved = {p: {k: v.clone() for k, v in s.items()} for p, s in self.optimizer.state.items()}  # after a resume
+        self._make_counters()
+        counters = [c.clone() for c in self._nonfinite]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._device_update(self._graph_batch, self._graph_noise)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        with torch.no_grad():
+            for p, value in zip(self.model.parameters(), params):
+                p.copy_(value)
+            for b, value in zip(self.model.buffers(), buffers):
+                b.copy_(value)
+            for p, state in self.optimizer.state.items():
+                for name, tensor in state.items():
+                    if p in saved:
+                        tensor.copy_(saved[p][name])
+                    else:  # a fresh Adam's: zero moments, step 0
+                        tensor.zero_()
+            for counter, value in zip(self._nonfinite, counters):
+                counter.copy_(value)
+        self.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients in its own pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._graph_metrics = self._device_update(self._graph_batch, self._graph_noise)
+        self._graph = graph
 
     def _noise(self, B: int, T: int) -> list[torch.Tensor]:
         """The posterior samples' standard normal noise for this step's batch ``[B, T]``, per level
@@ -664,6 +760,16 @@ def prediction_grid(model: CWVAE, truth: torch.Tensor, context: int, horizon: in
         model.train(was_training)
     model_rows = torch.cat([recon, pred], dim=1).cpu()
     return video_grid([list(truth.cpu()), list(model_rows)])
+
+
+def _check_cuda_graph(config: Config, device: torch.device, world: int, online: bool) -> None:
+    why = ("it needs a CUDA device, found train.device resolving to " + str(device) if device.type != "cuda" else
+           "several processes are not supported with it yet" if world > 1 else
+           "it does not combine with train.compile" if config.train.compile else
+           "the actor-critic's update reads values to the host and cannot be captured"
+           if online and config.agent.kind == "actor_critic" else None)
+    if why:
+        raise ValueError(f"train.cuda_graph: {why}; set train.cuda_graph=false")
 
 
 def _pinned(tensor: torch.Tensor, pin: bool) -> torch.Tensor:

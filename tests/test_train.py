@@ -246,3 +246,14 @@ def test_sync_every_skips_a_nonfinite_update_on_the_device_and_stops_after_max(t
     assert (trainer.nonfinite_in_a_row, trainer.nonfinite_total) == (3, 3)
     with pytest.raises(RuntimeError, match="consecutive non-finite"):
         trainer.train()
+
+
+def test_cuda_graph_is_refused_where_it_cannot_work(tmp_path):
+    from cwworld.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.cuda_graph: .*set train.sync_every > 1"):
+        load_config("quickstart", TINY + ["train.cuda_graph=true"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="train.cuda_graph: it needs a CUDA device, found .*cpu"):
+            Trainer(load_config("quickstart", TINY + ["train.cuda_graph=true", "train.sync_every=10",
+                                                      "train.device=cpu"]), tmp_path, progress=False)
