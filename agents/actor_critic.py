@@ -162,7 +162,7 @@ class ActorCritic(Agent):
             probs = torch.softmax(out, -1)
             probs = (1 - self.config.unimix) * probs + self.config.unimix / self.spec.dim
             return Categorical(probs=probs, validate_args=False)  # validation would read values to the host
-        low, high = self.spec.low.to(out.device), self.spec.high.to(out.device)
+        low, high = self.spec.bounds(out.device)
         mid, half = (high + low) / 2, (high - low) / 2
         raw_mean, raw_std = out.chunk(2, -1)
         cfg = self.config
@@ -181,7 +181,8 @@ class ActorCritic(Agent):
         action = dist.mean
         if sample:
             action = action + dist.stddev * torch.randn(action.shape, generator=self.generator, device=action.device)
-        return torch.maximum(torch.minimum(action, self.spec.high.to(action.device)), self.spec.low.to(action.device))
+        low, high = self.spec.bounds(action.device)
+        return torch.maximum(torch.minimum(action, high), low)
 
     def choose(self, state, is_first=None) -> torch.Tensor:
         cfg = self.config
@@ -194,7 +195,8 @@ class ActorCritic(Agent):
             else:
                 action = action + cfg.explore * torch.randn(action.shape, generator=self.generator, device=self.device)
         if not self.spec.discrete:
-            action = torch.maximum(torch.minimum(action, self.spec.high.to(self.device)), self.spec.low.to(self.device))
+            low, high = self.spec.bounds(self.device)
+            action = torch.maximum(torch.minimum(action, high), low)
         return action
 
     # -- learning -----------------------------------------------------------------------

@@ -50,10 +50,19 @@ class ActionSpec:
             self.high = torch.as_tensor(space.high.reshape(-1), dtype=torch.float32)
         else:
             raise ValueError(f"agents: unsupported action space {space} (Discrete, one-hot or Box)")
+        self._bounds = {}
 
     @property
     def discrete(self) -> bool:
         return self.kind != "box"
+
+    def bounds(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box bounds ``(low, high)``, ``[dim]`` each, on ``device``: copied there once (a copy
+        from the host at every decision would make a GPU wait)."""
+        device = torch.device(device)
+        if device not in self._bounds:
+            self._bounds[device] = (self.low.to(device), self.high.to(device))
+        return self._bounds[device]
 
     def to_env(self, action: torch.Tensor):
         """Model actions ``[N, dim]`` -> the environment's batch of actions."""
@@ -147,7 +156,7 @@ class Agent:
         image = self._image(observation)
         first = self.starting.clone()
         if is_first is not None:
-            first |= torch.as_tensor(np.asarray(is_first), dtype=torch.bool, device=self.device).reshape(-1)
+            first |= self._upload(torch.as_tensor(np.asarray(is_first), dtype=torch.bool)).reshape(-1)
         if self.model is not None:
             self.state = self.model.observe_step(self.state, image, self.prev_action, first, validate=False)
         self.reset_plans(first)  # where ``first`` (no host read of whether any environment started)
@@ -189,7 +198,7 @@ class Agent:
         if spec.discrete:
             index = torch.randint(spec.dim, (batch,), generator=g, device=self.device)
             return torch.nn.functional.one_hot(index, spec.dim).float()
-        low, high = spec.low.to(self.device), spec.high.to(self.device)
+        low, high = spec.bounds(self.device)
         return low + (high - low) * torch.rand(batch, spec.dim, generator=g, device=self.device)
 
     # -- helpers ---------------------------------------------------------------------
@@ -206,6 +215,11 @@ class Agent:
             bad = (~torch.isfinite(image)).flatten(1).any(1).nonzero()[:, 0].tolist()
             raise ValueError(f"{type(self).__name__}.act: the observation at step {self.frames_seen} "
                              f"(environments {bad}) holds NaN or inf")
-        if self.device.type == "cuda":  # through pinned memory: the upload does not make the host wait
-            return image.pin_memory().to(self.device, non_blocking=True)
-        return image.to(self.device)
+        return self._upload(image)
+
+    def _upload(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the agent's device; to a GPU through pinned memory, so that the copy
+        does not make the host wait."""
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)

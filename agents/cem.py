@@ -77,7 +77,7 @@ class CEMPlanner(Agent):
         spec, dev = self.spec, self.device
         if spec.discrete:
             return {"probs": torch.full((B, H, spec.dim), 1.0 / spec.dim, device=dev)}
-        low, high = spec.low.to(dev), spec.high.to(dev)
+        low, high = spec.bounds(dev)
         return {"mean": ((low + high) / 2).expand(B, H, -1).clone(), "std": ((high - low) / 2).expand(B, H, -1).clone()}
 
     def _sample(self, dist: dict, N: int) -> torch.Tensor:
@@ -91,7 +91,7 @@ class CEMPlanner(Agent):
             return torch.nn.functional.one_hot(index, A).float()
         mean, std = dist["mean"], dist["std"]  # (B, H, A)
         noise = torch.randn((mean.shape[0], N, *mean.shape[1:]), generator=g, device=mean.device)
-        low, high = self.spec.low.to(mean.device), self.spec.high.to(mean.device)
+        low, high = self.spec.bounds(mean.device)
         return torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)
 
     def refit(self, dist: dict, candidates: torch.Tensor, scores: torch.Tensor) -> dict:
@@ -146,7 +146,8 @@ class CEMPlanner(Agent):
         action = dist["mean"][:, 0]
         if cfg.explore > 0:
             action = action + cfg.explore * torch.randn(action.shape, generator=self.generator, device=self.device)
-        return torch.maximum(torch.minimum(action, spec.high.to(self.device)), spec.low.to(self.device))
+        low, high = spec.bounds(self.device)
+        return torch.maximum(torch.minimum(action, high), low)
 
     def _shifted(self, dist: dict) -> dict:
         """The plan one step on: drop the executed step, append a fresh one."""
