@@ -119,5 +119,7 @@ for path in sorted(out.glob("*.json")):
 EOF
 log done
 # a lent machine sends back at most 8 files: everything else travels in one archive
-(cd "$OUT" && tar czf all.tgz --exclude=all.tgz --exclude=summary.txt --exclude=suite.log . &&
-    find . -maxdepth 1 -type f ! -name all.tgz ! -name summary.txt ! -name suite.log -delete)
+ARCHIVE=$(mktemp /tmp/gpu_suite.XXXXXX.tgz)  # written outside OUT: tar refuses a folder that changes
+tar czf "$ARCHIVE" -C "$OUT" --exclude=summary.txt --exclude=suite.log . &&
+    find "$OUT" -maxdepth 1 -type f ! -name summary.txt ! -name suite.log -delete &&
+    mv "$ARCHIVE" "$OUT/all.tgz"
