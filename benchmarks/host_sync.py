@@ -17,7 +17,6 @@ import argparse
 import json
 import tempfile
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -148,5 +147,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

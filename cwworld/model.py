@@ -578,10 +578,11 @@ class CWVAE(nn.Module):
             for level in range(self.levels):
                 steps[level].append(out[level])
         actions = torch.stack(actions, 1)  # (B, horizon, A)
-        finite = torch.isfinite(actions).flatten(2).all(-1).all(0)  # (horizon,): one host read per rollout
-        if validate and not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
-            raise ValueError(f"imagine: the policy returned NaN or inf at step {start + bad}")
+        if validate:  # one host read per rollout, not per step
+            finite = torch.isfinite(actions).flatten(2).all(-1).all(0)  # (horizon,)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0, 0])
+                raise ValueError(f"imagine: the policy returned NaN or inf at step {start + bad}")
         levels = [LevelStates(*(torch.cat([getattr(s, name) for s in per_level], 1) for name in ("mean", "std", "z", "h")))
                   for per_level in steps]
         return levels, state, actions

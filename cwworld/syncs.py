@@ -30,7 +30,8 @@ from torch.overrides import TorchFunctionMode
 _READS_VALUE = {"__bool__", "__float__", "__int__", "__index__", "__complex__", "item", "tolist", "numpy",
                 "nonzero", "masked_select", "unique", "unique_consecutive", "argwhere", "cpu"}
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SKIP = (os.path.abspath(__file__), os.path.dirname(torch.__file__), os.path.abspath(warnings.__file__))
+_HERE = os.path.abspath(__file__)
+_SKIP = (_HERE, os.path.dirname(torch.__file__), os.path.abspath(warnings.__file__))
 _OPTIM = os.path.join(os.path.dirname(torch.__file__), "optim")
 
 
@@ -52,14 +53,13 @@ def _caller(skip_optimizers: bool = False):
     """The innermost line of the stack outside torch and this module; None when ``skip_optimizers``
     and the read comes straight from ``torch.optim`` (non-capturable optimizers read their step
     counters, which live on the CPU by design: no device is waited for)."""
-    stack = traceback.extract_stack()[:-2]
-    if skip_optimizers:
-        inner = [f for f in stack if os.path.abspath(f.filename) != _SKIP[0] and "contextlib" not in f.filename]
-        if inner and os.path.abspath(inner[-1].filename).startswith(_OPTIM):
-            return None
-    for frame in reversed(stack):
+    frames = [f for f in traceback.extract_stack()[:-2]
+              if os.path.abspath(f.filename) != _HERE and "contextlib" not in f.filename]
+    if skip_optimizers and frames and os.path.abspath(frames[-1].filename).startswith(_OPTIM):
+        return None
+    for frame in reversed(frames):  # past torch and the warnings module reporting
         path = os.path.abspath(frame.filename)
-        if not path.startswith(_SKIP) and "contextlib" not in path:  # nor the warnings module reporting
+        if not path.startswith(_SKIP):
             return f"{os.path.relpath(path, _PACKAGE) if path.startswith(_PACKAGE) else path}:{frame.lineno}"
     return "?"
 
@@ -70,15 +70,16 @@ def _is_host_read(name: str, args, kwargs) -> bool:
     if name == "__getitem__" and len(args) > 1:  # boolean-mask indexing has a data-dependent size
         index = args[1] if isinstance(args[1], tuple) else (args[1],)
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
-    if name in ("to", "copy_"):  # a copy from a non-CPU tensor to the host
-        source = args[0] if name == "to" else args[1] if len(args) > 1 else None
-        target = [a for a in list(args[1:]) + list(kwargs.values()) if isinstance(a, (str, torch.device))]
-        if name == "copy_":
-            return (isinstance(source, torch.Tensor) and source.device.type != "cpu"
-                    and args[0].device.type == "cpu")
-        return (isinstance(source, torch.Tensor) and source.device.type != "cpu"
-                and any(torch.device(t).type == "cpu" for t in target))
+    if name == "to":  # a copy from a device to the host
+        targets = [a for a in (*args[1:], *kwargs.values()) if isinstance(a, (str, torch.device))]
+        return _on_device(args[0]) and any(torch.device(t).type == "cpu" for t in targets)
+    if name == "copy_":  # into a host tensor, from a device one
+        return len(args) > 1 and _on_device(args[1]) and args[0].device.type == "cpu"
     return False
+
+
+def _on_device(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type != "cpu"
 
 
 class _Recorder(TorchFunctionMode):
@@ -100,8 +101,9 @@ class _Recorder(TorchFunctionMode):
 def record_syncs() -> Iterator[SyncLog]:
     """Record every tensor operation in the block that reads a value (or a data-dependent size)
     back to the host; yields a :class:`SyncLog`. Works on CPU tensors too (where such a read costs
-    nothing, but the same line would stall a GPU). Tensors created from Python numbers and host ->
-    device copies are not counted (they do not wait for the device)."""
+    nothing, but the same line would stall a GPU). Copies from the host to a device are not seen
+    (on CPU they are no copies at all), though one from pageable memory makes CUDA wait:
+    :func:`record_cuda_syncs` reports those."""
     log = SyncLog()
     with _Recorder(log):
         yield log

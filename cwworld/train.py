@@ -191,11 +191,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.rank, self.world = _distributed()
         self.main = self.rank == 0  # the process that writes the run directory
+        self.online = dataset is None and config.data.kind == "replay" and config.data.env is not None
         if config.train.cuda_graph:
-            _check_cuda_graph(config, pick_device(config.train.device), self.world,
-                              dataset is None and config.data.kind == "replay" and config.data.env is not None)
+            _check_cuda_graph(config, pick_device(config.train.device), self.world, self.online)
         if self.world > 1:
-            if dataset is None and config.data.kind == "replay" and config.data.env is not None:
+            if self.online:
                 raise ValueError("online runs (data.env) train in one process; run without --nproc / torchrun")
             check_global_batch(config, self.world)
         self.lock = RunLock(self.run_dir) if self.main else None  # one training job per run directory
@@ -219,7 +219,6 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
                                           fused=True if config.train.sync_every > 1 else None,
                                           capturable=config.train.cuda_graph)
-        self.online = dataset is None and config.data.kind == "replay" and config.data.env is not None
         if self.online:
             self.dataset = self._start_online()
         else:
@@ -329,9 +328,7 @@ class Trainer:
                 return self._graphed_update(batch, noise)
             self.optimizer.zero_grad(set_to_none=True)
             return self._device_update(batch, noise)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if cfg.precision == "bf16" else contextlib.nullcontext())
-        with autocast:
+        with self._autocast():
             if learner is None:
                 loss, terms = self._loss_fn(batch, validate=False, noise=noise)
             else:  # the actor-critic imagines from this batch's posterior states
@@ -399,13 +396,19 @@ class Trainer:
             self._nonfinite = (zero + self.nonfinite_in_a_row, zero.clone())
             self._found_inf = torch.zeros((), device=self.device)
 
+    def _autocast(self):
+        """``train.precision``'s autocast (bf16), or nothing; without its weight cache under a CUDA
+        graph, which cannot hold one."""
+        cfg = self.config.train
+        if cfg.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graph)
+
     def _device_update(self, batch: dict, noise: list) -> dict:
         """Forward, backward, clipping and the skip-or-step, all on the device (gradients must be
         None or zero on entry)."""
         cfg = self.config.train
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not cfg.cuda_graph)
-                    if cfg.precision == "bf16" else contextlib.nullcontext())
-        with autocast:
+        with self._autocast():
             loss, terms = self._loss_fn(batch, validate=False, noise=noise)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -417,7 +420,7 @@ class Trainer:
         graph's output tensors, valid until the next step."""
         shapes = {k: tuple(v.shape) for k, v in batch.items()}, [tuple(n.shape) for n in noise]
         if self._graph is None:
-            self._capture(batch, noise)
+            self._capture(batch, noise, shapes)
         if shapes != self._graph_shapes:
             self.optimizer.zero_grad(set_to_none=False)  # the graph's gradient tensors stay in place
             return self._device_update(batch, noise)
@@ -429,13 +432,13 @@ class Trainer:
         self._unread = True
         return dict(self._graph_metrics)
 
-    def _capture(self, batch: dict, noise: list) -> None:
+    def _capture(self, batch: dict, noise: list, shapes) -> None:
         """Record one update into a CUDA graph. Three warm-up updates run first (on a side stream,
         as capture requires); the weights, the optimizer's state and the counters are put back
         afterwards, so that the run continues exactly as an uncaptured one would."""
         self._graph_batch = {k: v.clone() for k, v in batch.items()}
         self._graph_noise = [n.clone() for n in noise]
-        self._graph_shapes = ({k: tuple(v.shape) for k, v in batch.items()}, [tuple(n.shape) for n in noise])
+        self._graph_shapes = shapes
         params = [p.detach().clone() for p in self.model.parameters()]
         buffers = [b.clone() for b in self.model.buffers()]
         saved = {p: {k: v.clone() for k, v in s.items()} for p, s in self.optimizer.state.items()}  # after a resume
