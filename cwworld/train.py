@@ -609,7 +609,8 @@ class Trainer:
                                       self._seconds_left())
                             self.console.print(f"step {self.step}/{cfg.steps} loss={metrics['loss']:.1f} "
                                                f"nll={metrics['nll']:.1f} {kls} {metrics['frames_per_s']:.0f} frames/s "
-                                               f"ETA {eta / 60:.1f} min", highlight=False)
+                                               f"ETA {eta / 60:.1f} min", highlight=False,
+                                               soft_wrap=True)  # one line however narrow the log's console
                     if self.step % cfg.save_every == 0 or last:
                         self.save_checkpoint(numbered=True)
                     if self.step % cfg.sample_every == 0 or last:

@@ -171,6 +171,20 @@ def test_at_80_columns_the_progress_bar_keeps_its_eta(tmp_path):
     assert bar and re.search(r"ETA \d+:\d\d:\d\d", bar[-1]), bar[-1:]
 
 
+def test_in_a_log_file_each_logged_step_is_one_whole_line_however_narrow(tmp_path):
+    import io
+    import re
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=40, force_terminal=False)  # a log file: no live bar
+    Trainer(tiny_run_config(2), tmp_path, console=console, progress=True).train()
+    lines = [line for line in buf.getvalue().splitlines() if line.startswith("step 2/2 loss=")]
+    assert len(lines) == 1 and len(lines[0]) > 40, lines
+    assert re.search(r"loss=-?\d.* kl0=.* frames/s ETA \d+\.\d min$", lines[0]), lines[0]
+
+
 def test_max_minutes_stops_the_run_and_its_resume(tmp_path):
     config = tiny_run_config(50)
     config.train.max_minutes = 1e-9  # reached by the first step
