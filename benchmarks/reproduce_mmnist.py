@@ -40,9 +40,10 @@ def training_summary(run_dir: Path) -> dict:
     """Parameters, steps and training minutes of a run (from its checkpoint)."""
     path, state = run_checkpoint(run_dir)
     model, config, step = model_from_checkpoint(path, state)
-    seconds = state.get("train_seconds")
+    seconds = state.get("train_seconds")  # a run's checkpoint; an exported file keeps "train_minutes"
+    minutes = state.get("train_minutes") if seconds is None else seconds / 60
     return {"parameters": sum(p.numel() for p in model.parameters()), "steps": step,
-            "train_minutes": None if seconds is None else seconds / 60, "levels": model.levels,
+            "train_minutes": minutes, "levels": model.levels,
             "factor": config.model.factor}
 
 
