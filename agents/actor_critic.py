@@ -23,6 +23,17 @@ Each update (:meth:`ActorCritic.update`, called after a world-model update on th
    normalisation: large returns are scaled down, small ones are not blown up). No gradient
    flows through the world model.
 
+Option (not Dreamer's; off by default): ``replay > 0`` adds the same critic and actor losses on
+the batch's *real* steps, weighted by ``replay``: the critic regresses λ-returns of the real
+rewards and continues (``1 - is_terminal``), bootstrapped by the target critic at the posterior
+states, and the actor raises the log-probability of the actions actually taken in proportion to
+those returns minus ``v`` (REINFORCE on replay, no importance correction: the actions came from
+the collecting policy, so the actor's target is biased towards improving on that policy; a
+truncated-IS correction is not implemented). Steps whose next step is another episode's first,
+terminal steps and each sequence's last step carry no loss. What it is for: a reward that the
+world model's reward head has not learned yet (e.g. CueCorridor's exit, which pays by a cue seen
+long before) still reaches the actor, from the posterior state where the agent acts.
+
 Distributions: discrete actions are a categorical mixed with 1% uniform (every action keeps
 some probability); Box actions a Gaussian whose mean is squashed into the bounds by ``tanh``
 and whose std lies in ``[min_std, max_std]`` times the half-range, samples clipped to the
@@ -68,6 +79,7 @@ class ActorCriticConfig:
     unimix: float = 0.01  # discrete: share of the uniform distribution mixed in
     explore: float = 0.0  # acting: chance of a uniform action (Box: std of added noise, in action units)
     sample_actions: bool = True  # acting: sample from the policy (False: its mode)
+    replay: float = 0.0  # weight of the critic and actor losses on the batch's real steps (0: Dreamer's)
 
     def validate(self) -> None:
         for name in ("horizon", "starts", "hidden", "layers"):
@@ -79,6 +91,8 @@ class ActorCriticConfig:
         for name in ("actor_lr", "critic_lr", "min_std", "max_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ActorCriticConfig.{name} must be > 0, found {getattr(self, name)}")
+        if self.replay < 0:
+            raise ValueError(f"ActorCriticConfig.replay must be >= 0, found {self.replay}")
         if self.entropy < 0 or not 0 <= self.explore <= 1 or not 0 <= self.unimix < 1:
             raise ValueError("ActorCriticConfig: entropy must be >= 0, explore in [0, 1], unimix in [0, 1); "
                              f"found {self.entropy}, {self.explore}, {self.unimix}")
@@ -256,6 +270,11 @@ class ActorCritic(Agent):
 
         value = nets.critic(feats[:, :-1])[..., 0]  # (N, H)
         critic_loss = 0.5 * ((value - returns).square() * weight).mean()
+        if cfg.replay > 0:
+            real = self._replay_targets(groups, batch)
+            real_value = nets.critic(real["feats"])[..., 0]  # (B, T-1)
+            critic_loss = critic_loss + cfg.replay * 0.5 * ((real_value - real["returns"]).square()
+                                                              * real["mask"]).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         nn.utils.clip_grad_norm_(nets.critic.parameters(), cfg.grad_clip)
@@ -269,6 +288,13 @@ class ActorCritic(Agent):
             log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
         advantage = (returns - value.detach()) / scale
         actor_loss = -((log_prob * advantage + cfg.entropy * entropy) * weight).mean()
+        if cfg.replay > 0:
+            real_dist = self.distribution(real["feats"])
+            real_log_prob = real_dist.log_prob(real["actions"].argmax(-1) if self.spec.discrete else real["actions"])
+            if not self.spec.discrete:
+                real_log_prob = real_log_prob.sum(-1)
+            real_advantage = (real["returns"] - real_value.detach()) / scale
+            actor_loss = actor_loss - cfg.replay * (real_log_prob * real_advantage * real["mask"]).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         nn.utils.clip_grad_norm_(nets.actor.parameters(), cfg.grad_clip)
@@ -281,6 +307,40 @@ class ActorCritic(Agent):
         return {"agent/actor_loss": float(actor_loss.detach()), "agent/critic_loss": float(critic_loss.detach()),
                 "agent/entropy": float(entropy.detach().mean()), "agent/return": float(returns[:, 0].mean()),
                 "agent/imagined_reward": float(reward.mean()), "agent/return_scale": float(nets.return_scale)}
+
+    @torch.no_grad()
+    def _replay_targets(self, groups, batch: dict) -> dict:
+        """The real steps ``t < T - 1`` of ``batch`` for the ``replay`` losses: posterior features
+        ``[B, T-1, F]`` (the state after frame ``t``, as when acting), the actions taken there, their
+        λ-returns from the real rewards and continues (target critic bootstrap) and the mask of
+        steps whose action led to a next step of the same episode."""
+        cfg = self.config
+        image = batch["image"]
+        B, T = image.shape[:2]
+        dev = self.device
+        flat = None
+        for index, state in groups:
+            f = features(state)
+            if flat is None:
+                flat = f.new_zeros(B * T, f.shape[-1])
+            flat[index] = f
+        feats = flat.view(B, T, -1)
+        reward = batch["reward"].float().to(dev)  # reward[t]: arriving at t
+        terminal = batch["is_terminal"].bool().to(dev) if batch.get("is_terminal") is not None else \
+            torch.zeros(B, T, dtype=torch.bool, device=dev)
+        first = batch["is_first"].bool().to(dev) if batch.get("is_first") is not None else \
+            torch.zeros(B, T, dtype=torch.bool, device=dev)
+        valid = ~terminal[:, :-1] & ~first[:, 1:]  # (B, T-1): action t led to step t + 1 of its episode
+        cont = 1.0 - terminal[:, 1:].float()
+        target = self.nets.target_critic(feats)[..., 0]  # (B, T)
+        returns = torch.empty_like(target)
+        returns[:, -1] = target[:, -1]
+        for t in reversed(range(T - 1)):
+            step = reward[:, t + 1] + cfg.discount * cont[:, t] * ((1 - cfg.return_lambda) * target[:, t + 1]
+                                                                   + cfg.return_lambda * returns[:, t + 1])
+            returns[:, t] = torch.where(valid[:, t], step, target[:, t])  # a boundary: bootstrap from v
+        return {"feats": feats[:, :-1], "actions": batch["action"].float().to(dev)[:, :-1],
+                "returns": returns[:, :-1], "mask": valid.float()}
 
     # -- checkpoints --------------------------------------------------------------------
 

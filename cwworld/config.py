@@ -322,6 +322,7 @@ class AgentConfig:
     critic_lr: float = 3.0e-4  # actor_critic
     starts: int = 256  # actor_critic: imagination start states per update (at most)
     hidden: int = 256  # actor_critic: width of the actor's and critic's MLPs
+    replay: float = 0.0  # actor_critic: weight of its losses on the batch's real steps (0 = imagination only)
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
 
@@ -331,6 +332,7 @@ class AgentConfig:
             _check_min(f"agent.{name}", getattr(self, name), 1)
         _check_range("agent.return_lambda", self.return_lambda, 0.0, 1.0)
         _check_range("agent.entropy", self.entropy, 0.0, 1.0)
+        _check_min("agent.replay", self.replay, 0.0)
         for name in ("actor_lr", "critic_lr"):
             _check_range(f"agent.{name}", getattr(self, name), 0.0, 1.0, low_open=True)
         _check_min("agent.eval_every", self.eval_every, 0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cwworld.agents import (ActorCritic, ActorCriticConfig, CEMConfig, CEMPlanner, ClockworkConfig, ClockworkPlanner,
-                            MPPIConfig, MPPIPlanner, RandomAgent)
+                            MPPIConfig, MPPIPlanner, RandomAgent, make_agent)
 from cwworld.agents.actor_critic import lambda_returns
 
 from conftest import squares_video, tiny_model, train_on
@@ -275,3 +275,73 @@ def test_actor_critic_acts_in_every_action_space_and_refuses_a_model_without_rew
     for bad in (dict(horizon=0), dict(starts=0), dict(discount=0.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ActorCritic(_model(), PushSquare().action_space, ActorCriticConfig(**bad))
+
+
+
+def centre_batch(rng, B, T):
+    """PushSquare random play, rewarded for pushing the square towards the centre column: the
+    action after a frame pays +1 if its x push points from the square to the centre, else -1.
+    The world model's reward head was trained on PushSquare's own reward (x / 64: push right)."""
+    batch = push_batch(rng, B, T)
+    x = (batch["image"][..., 0] > 0).float().argmax(-1).amax(-1).float()  # (B, T) left edge of the square
+    toward = torch.where(x + SIDE / 2 < 32, 1.0, -1.0)
+    reward = torch.zeros(B, T)
+    reward[:, 1:] = torch.where(torch.sign(batch["action"][:, :-1, 1]) == toward[:, :-1], 1.0, -1.0)
+    return {**batch, "reward": reward}, toward
+
+
+def test_replay_losses_teach_the_actor_what_the_reward_head_does_not_know(trained_model):
+    """150 actor-critic updates on real batches whose rewards (push towards the centre) the world
+    model's reward head never saw (it predicts PushSquare's: push right). From imagination alone
+    the actor pushes right wherever the square is; with ``replay`` it learns from the real rewards
+    to push a square on the right to the left."""
+    space = PushSquare().action_space
+    push = {}
+    for replay in (0.0, 1.0):
+        torch.manual_seed(0)
+        agent = ActorCritic(trained_model, space, ActorCriticConfig(horizon=5, starts=64, actor_lr=1e-3,
+                                                                    critic_lr=1e-3, replay=replay), 8, seed=0)
+        rng = np.random.default_rng(1)
+        for _ in range(150):
+            batch, _ = centre_batch(rng, 8, 8)
+            with torch.no_grad():
+                _, _, traj = trained_model.loss_terms(batch, with_trajectory=True)
+            agent.update(traj, batch)
+        batch, toward = centre_batch(np.random.default_rng(2), 16, 8)
+        with torch.no_grad():
+            _, _, traj = trained_model.loss_terms(batch, with_trajectory=True)
+            real = agent._replay_targets(trained_model.start_states(traj, batch["action"]), batch)
+            mean_x = agent.distribution(real["feats"]).mean[..., 1]  # (B, T-1): the policy's x push
+        side = toward[:, :-1]
+        push[replay] = (float(mean_x[side > 0].mean()), float(mean_x[side < 0].mean()))  # (left half, right half)
+    assert push[0.0][1] > 0.3, push  # imagination only: the square on the right is pushed further right
+    assert push[1.0][1] < -0.3 and push[1.0][0] > 0.3, push  # replay: towards the centre from either side
+
+def test_replay_targets_are_lambda_returns_of_the_real_rewards_cut_at_episode_ends():
+    model = _model().eval()
+    agent = ActorCritic(model, PushSquare().action_space, ActorCriticConfig(discount=0.9, return_lambda=0.5,
+                                                                            replay=1.0), 1, seed=0)
+    batch = push_batch(np.random.default_rng(0), 1, 6)
+    batch["reward"] = torch.tensor([[0.0, 1.0, 2.0, 0.0, 4.0, 8.0]])
+    batch["is_terminal"] = torch.tensor([[False, False, True, False, False, False]])  # step 2 ends an episode
+    batch["is_first"] = torch.tensor([[True, False, False, True, False, False]])  # step 3 starts the next
+    with torch.no_grad():
+        _, _, traj = model.loss_terms(batch, with_trajectory=True)
+    groups = model.start_states(traj, batch["action"], batch["is_first"])
+    real = agent._replay_targets(groups, batch)
+    assert real["mask"].tolist() == [[1.0, 1.0, 0.0, 1.0, 1.0]]  # not the terminal step, not across the boundary
+    assert real["feats"].shape == (1, 5, sum(model.stoch) + sum(model.deter))
+    # the target critic starts at exactly 0 (zero-initialised last layer): returns are the λ-discounted rewards
+    r4 = 8.0
+    r3 = 4.0 + 0.9 * 0.5 * r4
+    r1 = 2.0  # arriving at the terminal step 2: no continuation
+    r0 = 1.0 + 0.9 * 0.5 * r1
+    assert torch.allclose(real["returns"], torch.tensor([[r0, r1, 0.0, r3, r4]]))
+    with pytest.raises(ValueError, match="replay"):
+        ActorCriticConfig(replay=-1.0).validate()
+    from cwworld.config import load_config
+
+    with pytest.raises(ValueError, match="agent.replay"):
+        load_config("cue_corridor_ac", ["agent.replay=-0.5"])
+    assert make_agent(load_config("cue_corridor_ac", ["agent.replay=0.5"]).agent, _model(action_dim=3,
+                      action_low=None, action_high=None), gym.spaces.Discrete(3)).config.replay == 0.5
