@@ -148,7 +148,7 @@ def _eval(args) -> int:
             run_dir, out, context=args.context, horizon=args.horizon, num_samples=args.samples,
             num_videos=args.videos, batch_size=args.batch_size, checkpoint=args.checkpoint,
             device=args.device, seed=args.seed, overrides=args.overrides, progress=not args.no_progress,
-            lpips_weights=args.lpips, i3d_path=args.fvd, fvd_frames=args.fvd_frames,
+            lpips_weights=args.lpips, i3d_path=args.fvd, fvd_frames=args.fvd_frames, sample=not args.mean,
         )
         results.append(result)
         s = result.summary()
@@ -208,6 +208,8 @@ def _predict(args) -> int:
     console = Console(stderr=True)
     if Path(args.out).suffix.lower() not in (".gif", ".mp4"):  # before any work
         raise ValueError(f"--out {args.out}: unsupported video extension {Path(args.out).suffix!r} (use .gif or .mp4)")
+    if args.mean and args.samples != 1:
+        raise ValueError(f"--mean predicts from the means, which is deterministic: --samples must be 1, found {args.samples}")
     model, config, step = load_model(args.run_dir, args.checkpoint, device=pick_device(args.device))
     size, channels = config.model.image_size, config.model.channels
     video = read_video(args.video, size, 3, smaller="resize")
@@ -221,10 +223,10 @@ def _predict(args) -> int:
         return 2
     torch.manual_seed(args.seed)
     context = torch.from_numpy(video[None, : args.context]).to(model.device)
-    pred = model.predict(context, args.horizon, num_samples=args.samples)[0].cpu()  # [S, H, h, w, c]
+    pred = model.predict(context, args.horizon, num_samples=args.samples, sample=not args.mean)[0].cpu()  # [S, H, h, w, c]
     truth = torch.from_numpy(video[: args.context + args.horizon]).float() / 255.0
     with torch.no_grad():  # the model's rows show its reconstructions of the context, as cwworld eval's do
-        recon = model.decode(model.observe(context).features)[0].cpu()  # [context, h, w, c]
+        recon = model.decode(model.observe(context, sample=not args.mean).features)[0].cpu()  # [context, h, w, c]
     rows = [[truth]] + [[torch.cat([recon, p])] for p in pred]
     path = save_video(args.out, video_grid(rows) if not args.side_by_side else
                       video_grid([[truth] + [torch.cat([recon, p]) for p in pred]]), fps=args.fps)
@@ -307,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "OUT/<run name> per run and the comparison plots in OUT)")
     ev.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
+    ev.add_argument("--mean", action="store_true",
+                    help="predict from the posterior and prior means instead of samples: deterministic, one "
+                         "prediction per video (the paper samples; metrics.json says which)")
     ev.add_argument("--lpips", nargs=2, metavar=("ALEXNET_PTH", "LPIPS_PTH"), default=None,
                     help="also report LPIPS, from local files: torchvision's AlexNet weights "
                          "(alexnet-owt-7be5be79.pth) and the lpips package's v0.1 alex.pth")
@@ -336,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default=None, help="checkpoint file (default: RUN_DIR/checkpoints/latest.pt)")
     pr.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     pr.add_argument("--seed", type=int, default=0, help="seed of the prediction noise")
+    pr.add_argument("--mean", action="store_true",
+                    help="predict from the posterior and prior means instead of samples (deterministic; --samples 1)")
     pr.set_defaults(func=_predict)
 
     conv = sub.add_parser(

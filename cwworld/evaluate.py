@@ -113,6 +113,7 @@ class EvalResult:
     top_prior: Optional[np.ndarray] = None  # uint8 grid video: top level from its prior
     baselines: dict = field(default_factory=dict)  # name -> {"ssim": [videos, horizon], "psnr": [videos, horizon]}
     extra: dict = field(default_factory=dict)
+    sampled: bool = True  # predictions from prior samples (the paper's); False: from the priors' means
 
     @property
     def num_videos(self) -> int:
@@ -149,7 +150,7 @@ class EvalResult:
         curves = self.curves()
         return {
             "name": self.name, "step": self.step, "videos": self.num_videos, "samples": self.num_samples,
-            "context": self.context, "horizon": self.horizon,
+            "context": self.context, "horizon": self.horizon, "prediction": "samples" if self.sampled else "means",
             **{f"{key}_avg": float(value.mean()) for key, value in curves.items()},
             "fvd": self.fvd, "fvd_frames": self.fvd_frames,
             "kl_per_frame": self.kl_per_frame, "kl_per_tick": self.kl_per_tick,
@@ -175,6 +176,7 @@ def evaluate(
     lpips=None,
     i3d=None,
     fvd_frames: int = 16,
+    sample: bool = True,
 ) -> EvalResult:
     """Evaluate ``model`` open-loop on a dataset of ``{"image": uint8 [T, H, W, C]}`` videos
     (``T >= context + horizon``); the first ``num_videos`` (default all) are used.
@@ -182,7 +184,11 @@ def evaluate(
     ``i3d``: a :class:`cwworld.fvd.I3DFeatures` to also report FVD between the first
     ``fvd_frames`` predicted frames (the first sample) and the true ones.
     Moving MNIST videos (a dataset with ``layout(i)``, 64x64 grey) also get the digit identity
-    accuracy of every predicted frame (:mod:`cwworld.digits`), for the model and the baselines."""
+    accuracy of every predicted frame (:mod:`cwworld.digits`), for the model and the baselines.
+    ``sample=False``: predict from the posterior and prior *means* (deterministic: one sample is
+    enough; not the paper's protocol, which samples)."""
+    if not sample:
+        _check_mean_samples(num_samples, "evaluate")
     total = len(videos) if num_videos is None else min(num_videos, len(videos))
     if total < 1:
         raise ValueError("evaluate: the dataset holds no videos")
@@ -220,7 +226,7 @@ def evaluate(
             ctx_vectors = None if vectors is None else {k: v[:, :context] for k, v in vectors.items()}
             target = truth[:, context:].float() / 255.0  # [B, H, h, w, c]
             pred = model.predict(truth[:, :context], horizon, actions=actions, vectors=ctx_vectors,
-                                 num_samples=num_samples)  # [B, S, H, h, w, c]
+                                 num_samples=num_samples, sample=sample)  # [B, S, H, h, w, c]
             ssims.append(ssim(pred, target[:, None].expand_as(pred)).cpu())
             psnrs.append(psnr(pred, target[:, None].expand_as(pred)).cpu())
             others = torch.stack([videos[(i + 1) % total]["image"][context:length]
@@ -254,7 +260,7 @@ def evaluate(
                 grid_actions = None if actions is None else actions[:grid_videos]
                 grid_vectors = None if ctx_vectors is None else {k: v[:grid_videos] for k, v in ctx_vectors.items()}
                 grids = _grids(model, truth[:grid_videos], context, horizon, pred[:grid_videos], grid_actions,
-                               grid_vectors)
+                               grid_vectors, sample)
     kl = torch.cat(kls).mean(dim=0)  # [L]
     fvd = None
     if i3d is not None:
@@ -267,9 +273,16 @@ def evaluate(
         lpips=torch.cat(lpipses).numpy() if lpipses else None,
         identity=torch.cat(identities).numpy() if identities else None,
         kl_per_frame=[float(v) / length for v in kl], kl_per_tick=[float(v) / n for v, n in zip(kl, ticks)],
-        context=context, horizon=horizon, num_samples=num_samples, name=name, **grids,
+        context=context, horizon=horizon, num_samples=num_samples, name=name, sampled=sample, **grids,
         baselines={b: {m: torch.cat(v).numpy() for m, v in values.items()} for b, values in baseline_values.items()},
     )
+
+
+def _check_mean_samples(num_samples: int, caller: str) -> int:
+    if num_samples != 1:
+        raise ValueError(f"{caller}: predictions from the means are deterministic, so num_samples must be 1 "
+                         f"(found {num_samples})")
+    return num_samples
 
 
 BASELINES = {
@@ -302,19 +315,19 @@ def _baseline_frames(truth: torch.Tensor, context: int, others: torch.Tensor) ->
 
 
 def _grids(model: CWVAE, truth: torch.Tensor, context: int, horizon: int, pred: torch.Tensor,
-           actions: Optional[torch.Tensor] = None, vectors: Optional[dict] = None) -> dict:
+           actions: Optional[torch.Tensor] = None, vectors: Optional[dict] = None, sample: bool = True) -> dict:
     """Grid videos: truth above each sample; and all-levels vs top-level-from-prior predictions.
     ``vectors``: the context's vector observations, for models that read them."""
     ctx_actions = None if actions is None else actions[:, :context]
-    recon = model.decode(model.observe(truth[:, :context], ctx_actions, vectors=vectors).features)
+    recon = model.decode(model.observe(truth[:, :context], ctx_actions, vectors=vectors, sample=sample).features)
     with_context = lambda p: torch.cat([recon, p], dim=1).cpu()  # noqa: E731
     rows = [list(truth.cpu())] + [list(with_context(pred[:, s])) for s in range(min(pred.shape[1], 3))]
     out = {"predictions": video_grid(rows)}
     if model.levels > 1:
         blind_top = [True] * (model.levels - 1) + [False]
         prior_rows = [list(with_context(model.predict(truth[:, :context], horizon, actions, use_obs=blind_top,
-                                                      vectors=vectors)[:, 0]))
-                      for _ in range(2)]
+                                                      vectors=vectors, sample=sample)[:, 0]))
+                      for _ in range(2 if sample else 1)]
         out["top_prior"] = video_grid([list(truth.cpu()), list(with_context(pred[:, 0]))] + prior_rows)
     return out
 
@@ -427,12 +440,14 @@ def evaluate_run(
     lpips_weights: Optional[Sequence[str]] = None,
     i3d_path: Optional[str] = None,
     fvd_frames: int = 16,
+    sample: bool = True,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Evaluate a run directory's model on its config's held-out data; writes into
     ``out_dir`` (default ``RUN_DIR/eval``; for ``pretrained:NAME`` or a model file, under ``runs/``).
     Arguments left None come from the config's ``eval`` section; ``overrides`` (``key=value``) change the config first, e.g. ``data.path``.
     ``lpips_weights``: (AlexNet weights, LPIPS linear weights) files to also report LPIPS;
-    ``i3d_path``: a local ``i3d_torchscript.pt`` to also report FVD over ``fvd_frames`` frames."""
+    ``i3d_path``: a local ``i3d_torchscript.pt`` to also report FVD over ``fvd_frames`` frames;
+    ``sample=False``: predictions from the means (see :func:`evaluate`; ``num_samples`` must be 1)."""
     from .config import apply_overrides
     from .data import make_dataset
     from .pretrained import default_run_dir
@@ -454,6 +469,8 @@ def evaluate_run(
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"evaluate_run: {name} must be a whole number >= 1, found {value!r}")
             setattr(ev, name, value)
+    if not sample:  # the means: one prediction per video (the config's eval.num_samples is for samples)
+        ev.num_samples = _check_mean_samples(num_samples if num_samples is not None else 1, "evaluate_run")
     _check_memory(model, min(ev.batch_size, ev.num_videos) * ev.num_samples, ev.horizon)  # before making the videos
     videos = make_dataset(config, "eval", progress=progress)
     lpips = None
@@ -467,6 +484,7 @@ def evaluate_run(
 
         i3d = I3DFeatures(i3d_path, device=model.device)
     result = evaluate(model, videos, ev.context, ev.horizon, ev.num_samples, ev.num_videos, ev.batch_size,
-                      seed=seed, progress=progress, name=Path(run_dir).name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames)
+                      seed=seed, progress=progress, name=Path(run_dir).name, lpips=lpips, i3d=i3d, fvd_frames=fvd_frames,
+                      sample=sample)
     result.step = step
     return result, write_results(result, out_dir)

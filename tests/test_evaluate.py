@@ -286,6 +286,35 @@ def test_eval_outputs_hold_the_baselines(trained_run):
     assert 0 <= record["frames_beating_baselines"]["ssim"] <= 3
 
 
+def test_mean_predictions_are_deterministic_and_say_so(trained_run, tmp_path, capsys):
+    runs = {}
+    for seed in (0, 1):
+        for sample in (True, False):
+            runs[seed, sample] = evaluate_run(trained_run, tmp_path / f"{seed}{sample}", horizon=4, num_videos=2,
+                                              seed=seed, sample=sample)
+    assert np.array_equal(runs[0, False][0].psnr, runs[1, False][0].psnr)  # no noise: the seed changes nothing
+    assert not np.array_equal(runs[0, True][0].psnr, runs[1, True][0].psnr)
+    assert runs[0, False][0].psnr.shape == (2, 1, 4)  # one prediction per video, whatever eval.num_samples says
+    assert json.loads(runs[0, False][1]["json"].read_text())["prediction"] == "means"
+    assert json.loads(runs[0, True][1]["json"].read_text())["prediction"] == "samples"
+    with pytest.raises(ValueError, match="num_samples must be 1"):
+        evaluate_run(trained_run, tmp_path / "x", horizon=4, num_videos=2, num_samples=2, sample=False)
+    assert main(["eval", str(trained_run), "--mean", "--horizon", "3", "--videos", "2", "--out", str(tmp_path / "m"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["prediction"] == "means"
+    frames = (np.random.default_rng(0).random((8, 64, 64, 1)) * 255).astype(np.uint8)
+    save_mp4(tmp_path / "clip.mp4", frames, scale=1)
+    gifs = []
+    for name in ("a.gif", "b.gif"):
+        assert main(["predict", str(trained_run), "--video", str(tmp_path / "clip.mp4"), "--context", "4",
+                     "--horizon", "3", "--mean", "--seed", str(len(gifs)), "--out", str(tmp_path / name)]) == 0
+        gifs.append((tmp_path / name).read_bytes())
+    assert gifs[0] == gifs[1]
+    assert main(["predict", str(trained_run), "--video", str(tmp_path / "clip.mp4"), "--mean", "--samples", "2",
+                 "--out", str(tmp_path / "c.gif")]) == 2
+    assert "--samples must be 1" in " ".join(capsys.readouterr().err.split())
+
+
 def test_events_logged_after_the_last_checkpoint_are_not_counted_twice_after_a_resume(tmp_path):
     import shutil
 
