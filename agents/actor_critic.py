@@ -30,7 +30,10 @@ states, and the actor raises the log-probability of the actions actually taken i
 those returns minus ``v`` (REINFORCE on replay, no importance correction: the actions came from
 the collecting policy, so the actor's target is biased towards improving on that policy; a
 truncated-IS correction is not implemented). Steps whose next step is another episode's first,
-terminal steps and each sequence's last step carry no loss. What it is for: a reward that the
+terminal steps and each sequence's last step carry no loss. A sequence that starts in the middle
+of an episode (the replay resets the state at its first step) gives states that have not seen
+that episode's beginning, unlike the state an agent acts on; they are not masked (the batch
+does not say whether its first step began an episode). What it is for: a reward that the
 world model's reward head has not learned yet (e.g. CueCorridor's exit, which pays by a cue seen
 long before) still reaches the actor, from the posterior state where the agent acts.
 
