@@ -334,16 +334,13 @@ class ActorCritic(Agent):
         first = batch["is_first"].bool().to(dev) if batch.get("is_first") is not None else \
             torch.zeros(B, T, dtype=torch.bool, device=dev)
         valid = ~terminal[:, :-1] & ~first[:, 1:]  # (B, T-1): action t led to step t + 1 of its episode
-        cont = 1.0 - terminal[:, 1:].float()
         target = self.nets.target_critic(feats)[..., 0]  # (B, T)
-        returns = torch.empty_like(target)
-        returns[:, -1] = target[:, -1]
-        for t in reversed(range(T - 1)):
-            step = reward[:, t + 1] + cfg.discount * cont[:, t] * ((1 - cfg.return_lambda) * target[:, t + 1]
-                                                                   + cfg.return_lambda * returns[:, t + 1])
-            returns[:, t] = torch.where(valid[:, t], step, target[:, t])  # a boundary: bootstrap from v
+        # at a boundary the return is v itself: "reward" v(s_t) with no continuation
+        reward = torch.where(valid, reward[:, 1:], target[:, :-1])
+        cont = torch.where(valid, 1.0 - terminal[:, 1:].float(), 0.0)
+        returns = lambda_returns(reward, cont, target, cfg.discount, cfg.return_lambda)  # (B, T-1)
         return {"feats": feats[:, :-1], "actions": batch["action"].float().to(dev)[:, :-1],
-                "returns": returns[:, :-1], "mask": valid.float()}
+                "returns": returns, "mask": valid.float()}
 
     # -- checkpoints --------------------------------------------------------------------
 

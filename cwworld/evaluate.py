@@ -278,11 +278,10 @@ def evaluate(
     )
 
 
-def _check_mean_samples(num_samples: int, caller: str) -> int:
+def _check_mean_samples(num_samples: int, caller: str) -> None:
     if num_samples != 1:
         raise ValueError(f"{caller}: predictions from the means are deterministic, so num_samples must be 1 "
                          f"(found {num_samples})")
-    return num_samples
 
 
 BASELINES = {
@@ -470,7 +469,8 @@ def evaluate_run(
                 raise ValueError(f"evaluate_run: {name} must be a whole number >= 1, found {value!r}")
             setattr(ev, name, value)
     if not sample:  # the means: one prediction per video (the config's eval.num_samples is for samples)
-        ev.num_samples = _check_mean_samples(num_samples if num_samples is not None else 1, "evaluate_run")
+        ev.num_samples = num_samples or 1
+        _check_mean_samples(ev.num_samples, "evaluate_run")
     _check_memory(model, min(ev.batch_size, ev.num_videos) * ev.num_samples, ev.horizon)  # before making the videos
     videos = make_dataset(config, "eval", progress=progress)
     lpips = None
