@@ -33,7 +33,8 @@ from cwworld.envs import RandomPolicy, env_spaces, make_env, make_vector_env, ru
 from cwworld.model import matched_rssm, parameter_count
 from cwworld.train import Trainer
 
-ENVS = {"cue": "cwworld/CueCorridor-v0", "long": "cwworld/CueCorridorLong-v0", "reach": "cwworld/PointReach-v0"}
+ENVS = {"cue": "cwworld/CueCorridor-v0", "long": "cwworld/CueCorridorLong-v0", "reach": "cwworld/PointReach-v0",
+        "cue_outcome": "cwworld/CueCorridorOutcome-v0", "long_outcome": "cwworld/CueCorridorLongOutcome-v0"}
 
 
 def preset(env_key: str, agent: str) -> str:
@@ -50,7 +51,7 @@ def eval_env(env_id: str, num_envs: int):
 
 
 def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str],
-        eval_envs: int = 1) -> dict:
+        eval_envs: int = 1, keep: Path | None = None) -> dict:
     env_id = ENVS[env_key]
     result = {"env": env_id, "model": model_kind if agent != "random" else "-", "agent": agent}
     if agent == "random":
@@ -65,7 +66,8 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
     config = load_config(preset(env_key, agent), overrides)
     if model_kind == "rssm":
         config.model = matched_rssm(config.model)
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = scratch if keep is None else keep / f"{env_key}_{model_kind}_{agent}"
         trainer = Trainer(config, run_dir, progress=False)
         started = time.perf_counter()
         trainer.train()
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
                              "counts every environment's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--keep", type=Path, help="keep each row's run directory (metrics.jsonl with the "
+                        "evaluations of agent.eval_every, checkpoints) under this folder, as ENV_MODEL_AGENT")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every trained row")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
                 if agent == "clockwork" and model_kind == "rssm":
                     continue  # the Clockwork planner needs an upper level
                 rows.append(row(env_key, model_kind, agent, args.steps, args.episodes, args.overrides,
-                                args.eval_envs))
+                                args.eval_envs, args.keep))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print("| env | world model | params | agent | success | mean return | env steps | train time | decisions/s |")
     print("|---|---|---|---|---|---|---|---|---|")

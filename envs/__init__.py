@@ -5,7 +5,9 @@
 * :func:`collect` with a :class:`RandomPolicy`;
 * built-in environments, registered with gymnasium on import:
   ``cwworld/CueCorridor-v0`` (a colour cue at the start decides which exit pays at the end of a
-  24-step corridor), ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most) and
+  24-step corridor), ``cwworld/CueCorridorLong-v0`` (the same with 96 steps, 400 at most), their
+  ``...Outcome-v0`` variants (``CueCorridorOutcome-v0``, ``CueCorridorLongOutcome-v0``: the last
+  frame shows whether the exit was right) and
   ``cwworld/PointReach-v0`` (steer a dot to a target with Box actions: a continuous pixel task);
 * :func:`make_env`: an id plus the wrappers cwworld's models expect; :func:`make_vector_env`:
   ``num_envs`` of them in a ``gymnasium.vector.SyncVectorEnv``, each recording its own stream;
@@ -33,6 +35,12 @@ if "cwworld/CueCorridor-v0" not in gym.registry:
 if "cwworld/CueCorridorLong-v0" not in gym.registry:
     gym.register("cwworld/CueCorridorLong-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
                  max_episode_steps=400, kwargs={"length": 96, "max_steps": 400})
+if "cwworld/CueCorridorOutcome-v0" not in gym.registry:
+    gym.register("cwworld/CueCorridorOutcome-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
+                 max_episode_steps=100, kwargs={"show_outcome": True})
+if "cwworld/CueCorridorLongOutcome-v0" not in gym.registry:
+    gym.register("cwworld/CueCorridorLongOutcome-v0", entry_point="cwworld.envs.cue_corridor:CueCorridor",
+                 max_episode_steps=400, kwargs={"length": 96, "max_steps": 400, "show_outcome": True})
 if "cwworld/PointReach-v0" not in gym.registry:
     gym.register("cwworld/PointReach-v0", entry_point="cwworld.envs.point_reach:PointReach", max_episode_steps=50)
 

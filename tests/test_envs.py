@@ -45,6 +45,28 @@ def test_the_reward_depends_on_the_cue_seen_at_the_start(seed):
     assert reward == -1.0 and terminated
 
 
+@pytest.mark.parametrize("right_choice", [True, False])
+def test_the_outcome_variant_shows_the_outcome_in_the_last_frame_only(right_choice):
+    env = gym.make("cwworld/CueCorridorOutcome-v0")
+    obs, info = env.reset(seed=3)
+    plain = CueCorridor()
+    plain_obs, plain_info = plain.reset(seed=3)
+    assert plain_info["cue"] == info["cue"] and np.array_equal(obs, plain_obs)
+    for _ in range(24):
+        obs, *_ = env.step(FORWARD)
+        plain_obs, *_ = plain.step(FORWARD)
+        assert np.array_equal(obs, plain_obs)  # the same task until the exit
+    cued = LEFT if info["cue"] == 0 else RIGHT
+    choice = cued if right_choice else (RIGHT if cued == LEFT else LEFT)
+    obs, reward, terminated, *_ = env.step(choice)
+    plain_obs, plain_reward, *_ = plain.step(choice)
+    assert reward == plain_reward == (1.0 if right_choice else -1.0) and terminated
+    assert tuple(obs[5, 32]) == ((40, 200, 60) if right_choice else (0, 0, 0))  # green or black band
+    assert tuple(plain_obs[5, 32]) == (110, 110, 110)  # without the option: grey, as the frame before
+    assert np.array_equal(obs[12:], plain_obs[12:])
+    assert gym.make("cwworld/CueCorridorLongOutcome-v0").spec.max_episode_steps == 400
+
+
 class PointEnv(gym.Env):
     """A vector-observation environment with a bounded Box action and an rgb render()."""
 
