@@ -127,6 +127,11 @@ def _train_here(args) -> int:
     samples = sorted((run_dir / "samples").glob("*.gif"))
     if samples:
         console.print(f"predictions: {samples[-1]}")
+    if cfg.train.final_eval and int(os.environ.get("RANK", "0")) == 0:
+        from .evaluate import evaluate_run
+
+        result, paths = evaluate_run(run_dir, sample=False, progress=not args.no_progress)
+        console.print(f"{result.baseline_line()}; plots and GIFs: {paths['json'].parent}", highlight=False)
     return 0
 
 
@@ -161,9 +166,7 @@ def _eval(args) -> int:
         if result.baselines:
             lines.append("  baselines (SSIM / PSNR): " + ", ".join(
                 f"{name} {s[f'{name}_ssim_avg']:.4f} / {s[f'{name}_psnr_avg']:.2f} dB" for name in result.baselines))
-            beats = s["frames_beating_baselines"]
-            lines.append(f"  the model's mean beats every baseline for the first {beats['ssim']} predicted frames "
-                         f"by SSIM, {beats['psnr']} by PSNR")
+            lines.append(f"  {result.baseline_line()}")
         if result.identity is not None:
             t = result.identity.mean(axis=(0, 1))
             marks = [m for m in (1, 10, 100, 300, 1000) if m <= len(t)]

@@ -146,6 +146,17 @@ class EvalResult:
         below = np.nonzero(curves[f"{metric}_mean"] <= best_baseline + tie)[0]
         return int(below[0]) if len(below) else self.horizon
 
+    def baseline_line(self) -> str:
+        """One sentence: for how many predicted frames the model beats every baseline, per metric."""
+        what = "predictions from the means" if not self.sampled else f"sampled predictions (metrics averaged over {self.num_samples} samples)"
+        if not self.baselines:
+            return f"{what}: no baselines for this data"
+        names = {"psnr": "PSNR", "ssim": "SSIM", "identity": "digit identity"}
+        counts = [f"{self.frames_beating_baselines(m)} by {names[m]}" for m in names if getattr(self, m) is not None]
+        counts[0] = counts[0].replace(" by", " frames by", 1)
+        return (f"{what} ({self.num_videos} held-out videos, {self.context} context frames) beat every baseline "
+                f"({', '.join(self.baselines)}) for the first {', '.join(counts)} (of {self.horizon} predicted frames)")
+
     def summary(self) -> dict:
         curves = self.curves()
         return {

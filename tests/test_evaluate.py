@@ -273,6 +273,35 @@ def test_every_evaluation_carries_the_baselines_and_a_black_model_scores_the_bla
     assert summary["frames_beating_baselines"] == {"ssim": 0, "psnr": 0, "identity": 0}  # a tie is no win
     assert np.array_equal(result.identity[:, 0], result.baselines["black"]["identity"])
     assert summary["black_ssim_avg"] == pytest.approx(float(curves["black_ssim"].mean()))
+    assert result.baseline_line().endswith("for the first 0 frames by PSNR, 0 by SSIM, 0 by digit identity "
+                                           "(of 6 predicted frames)")
+
+
+def test_frames_beating_baselines_counts_until_the_first_loss():
+    model = np.array([[[20.0, 19.0, 12.0, 30.0]]])  # one video, one sample, 4 frames
+    result = EvalResult(ssim=model / 100, psnr=model, kl_per_frame=[0.0], kl_per_tick=[0.0], context=2, horizon=4,
+                        num_samples=1, sampled=False,
+                        baselines={"black": {"ssim": np.array([[0.1, 0.1, 0.1, 0.1]]),
+                                             "psnr": np.array([[10.0, 10.0, 13.0, 10.0]])},
+                                   "last": {"ssim": np.array([[0.3, 0.1, 0.1, 0.1]]),
+                                            "psnr": np.array([[15.0, 11.0, 11.0, 11.0]])}})
+    assert result.frames_beating_baselines("psnr") == 2  # frame 3 loses to black; frame 4's win does not count
+    assert result.frames_beating_baselines("ssim") == 0  # frame 1 loses to last
+    assert result.baseline_line().startswith("predictions from the means (1 held-out videos, 2 context frames)")
+    assert "for the first 2 frames by PSNR, 0 by SSIM (of 4 predicted frames)" in result.baseline_line()
+
+
+def test_train_with_final_eval_prints_how_long_the_means_beat_the_baselines(tmp_path, capsys):
+    from test_train import TINY
+
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--no-progress", *TINY, "train.steps=2",
+                 "train.final_eval=true"]) == 0
+    record = json.loads((tmp_path / "r" / "eval" / "metrics.json").read_text())
+    assert record["prediction"] == "means" and record["horizon"] == 4 and record["videos"] == 2
+    printed = " ".join(capsys.readouterr().err.split())
+    beats = record["frames_beating_baselines"]
+    assert (f"beat every baseline (black, last, random) for the first {beats['psnr']} frames by PSNR, "
+            f"{beats['ssim']} by SSIM, {beats['identity']} by digit identity (of 4 predicted frames)") in printed
 
 
 def test_eval_outputs_hold_the_baselines(trained_run):
