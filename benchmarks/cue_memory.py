@@ -98,7 +98,7 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
         envs = make_vector_env(env_id, B, **env_kwargs)
         obs, info = envs.reset(seed=seed + start)
         inner = envs.envs[0].unwrapped
-        length, cue_steps = inner.length, inner.cue_steps
+        length, cue_steps = inner.length, min(inner.cue_steps, inner.length)
         cue = torch.as_tensor(info["cue"])  # 0 red = LEFT pays, 1 blue = RIGHT pays
         frames = [torch.as_tensor(obs["image"])]
         for _ in range(length):  # walk to the junction: frames 0 .. length
@@ -158,6 +158,9 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=200, help="probe episodes")
     parser.add_argument("--env", default="cwworld/CueCorridor-v0")
     parser.add_argument("--length", type=int, default=None, help="corridor length (default: the env's, 24)")
+    parser.add_argument("--cue-steps", type=int, default=None,
+                        help="steps the cue stays in view (default: the env's, 3); a control with the cue in view "
+                             "at the junction (e.g. 1000) asks for no memory at all")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--probe-only", action="store_true", help="probe the runs in OUT, train nothing")
     parser.add_argument("overrides", nargs="*", help="key=value for both models, e.g. model.head_norm=true")
@@ -166,6 +169,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     env_kwargs = {} if args.length is None else {"length": args.length}
+    if args.cue_steps is not None:
+        env_kwargs["cue_steps"] = args.cue_steps
     if not args.probe_only:
         make_data(args.out, args.data, args.env, **env_kwargs)
     rows = []
