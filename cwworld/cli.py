@@ -130,8 +130,10 @@ def _train_here(args) -> int:
     if cfg.train.final_eval and int(os.environ.get("RANK", "0")) == 0:
         from .evaluate import evaluate_run
 
-        result, paths = evaluate_run(run_dir, sample=False, progress=not args.no_progress)
-        console.print(f"{result.baseline_line()}; plots and GIFs: {paths['json'].parent}", highlight=False)
+        for sample, out in ((True, run_dir / "eval"), (False, run_dir / "eval_mean")):
+            result, paths = evaluate_run(run_dir, out, sample=sample, progress=not args.no_progress)
+            console.print(f"{result.baseline_line()}; plots and GIFs: {paths['json'].parent}", highlight=False,
+                          soft_wrap=True)
     return 0
 
 

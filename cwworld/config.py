@@ -213,9 +213,10 @@ class TrainConfig:
     # captured at the first step; the step is launch-bound on a GPU. Needs sync_every > 1
     cuda_graph: bool = False
     max_minutes: Optional[float] = None  # stop (checkpoint, GIF) once training has run this long, resumes summed
-    # `cwworld train` only: after training, evaluate the model's *mean* predictions on the held-out
-    # videos with the baselines (the eval section's context/horizon/videos; RUN_DIR/eval/) and print
-    # for how many frames they beat every baseline
+    # `cwworld train` only: after training, evaluate the model on the held-out videos with the
+    # baselines (the eval section's settings), its sampled predictions (the paper's protocol,
+    # RUN_DIR/eval/) and its mean predictions (RUN_DIR/eval_mean/), and print for how many frames
+    # each beats every baseline
     final_eval: bool = False
 
     def validate(self) -> None:

@@ -153,7 +153,8 @@ class EvalResult:
             return f"{what}: no baselines for this data"
         names = {"psnr": "PSNR", "ssim": "SSIM", "identity": "digit identity"}
         counts = [f"{self.frames_beating_baselines(m)} by {names[m]}" for m in names if getattr(self, m) is not None]
-        counts[0] = counts[0].replace(" by", " frames by", 1)
+        first = self.frames_beating_baselines("psnr")
+        counts[0] = counts[0].replace(" by", " frame by" if first == 1 else " frames by", 1)
         return (f"{what} ({self.num_videos} held-out videos, {self.context} context frames) beat every baseline "
                 f"({', '.join(self.baselines)}) for the first {', '.join(counts)} (of {self.horizon} predicted frames)")
 

@@ -296,12 +296,16 @@ def test_train_with_final_eval_prints_how_long_the_means_beat_the_baselines(tmp_
 
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--no-progress", *TINY, "train.steps=2",
                  "train.final_eval=true"]) == 0
-    record = json.loads((tmp_path / "r" / "eval" / "metrics.json").read_text())
-    assert record["prediction"] == "means" and record["horizon"] == 4 and record["videos"] == 2
     printed = " ".join(capsys.readouterr().err.split())
-    beats = record["frames_beating_baselines"]
-    assert (f"beat every baseline (black, last, random) for the first {beats['psnr']} frames by PSNR, "
-            f"{beats['ssim']} by SSIM, {beats['identity']} by digit identity (of 4 predicted frames)") in printed
+    for folder, kind, what in (("eval", "samples", "sampled predictions (metrics averaged over 3 samples)"),
+                               ("eval_mean", "means", "predictions from the means")):
+        record = json.loads((tmp_path / "r" / folder / "metrics.json").read_text())
+        assert record["prediction"] == kind and record["horizon"] == 4 and record["videos"] == 2
+        beats = record["frames_beating_baselines"]
+        frames = "frame" if beats["psnr"] == 1 else "frames"
+        assert (f"{what} (2 held-out videos, 4 context frames) beat every baseline (black, last, random) for the "
+                f"first {beats['psnr']} {frames} by PSNR, {beats['ssim']} by SSIM, {beats['identity']} by digit "
+                f"identity (of 4 predicted frames)") in printed
 
 
 def test_eval_outputs_hold_the_baselines(trained_run):
