@@ -30,7 +30,11 @@ measures that directly, without an agent in between:
    (chance 50%); the margin: mean predicted reward of the right exit minus the wrong one (an
    exact model: +2). And whether the state at the junction holds the cue at all, used or not:
    a logistic regression from every level's features there to the cue, fitted on half of the
-   probe episodes and scored on the other half (chance 50%).
+   probe episodes and scored on the other half (chance 50%). With the posterior means the probe
+   episodes differ in nothing but the cue, so any trace of it separates them: the same probe on
+   a *sampling* filter (as training and acting use) and the forgetting table (the gap between the
+   two cues' mean states h per level and step, against the spread within a cue) say how much of
+   the cue is left.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
     correct = {"filtered": [], "imagined": []}
     margin = {"filtered": [], "imagined": []}
     junction, cues = [], []  # every level's features at the junction, and the cue: the linear probe
+    sampled_junction, h_at = [], {}  # the same with a sampling filter; per step, every level's h (sampled)
     eye = torch.eye(3)
     for start in range(0, episodes, batch):
         B = min(batch, episodes - start)
@@ -112,6 +117,13 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             prev = eye[FORWARD].expand(B, 3)
             states.append(state)
         junction.append(torch.cat([states[-1].features(level) for level in range(model.levels)], dim=-1))
+        torch.manual_seed(start)  # a sampling filter, as in training and acting
+        state = model.initial(B)
+        for t, frame in enumerate(frames):
+            state = model.observe_step(state, frame, eye[FORWARD].expand(B, 3), torch.full((B,), t == 0))
+            if t in forget_steps(length):
+                h_at.setdefault(t, []).append([h.clone() for h in state.h])  # per level (B, deter_l)
+        sampled_junction.append(torch.cat([state.features(level) for level in range(model.levels)], dim=-1))
         cues.append(cue)
         for mode, start_state, walk in (("filtered", states[-1], 0), ("imagined", states[cue_steps], length - cue_steps)):
             both = CWState.cat([start_state, start_state])  # [2B]: LEFT for the first B, RIGHT for the rest
@@ -125,8 +137,24 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             margin[mode].append(right - wrong)
     result = {f"{mode}_{name}": float(torch.cat(values[mode]).mean())
               for name, values in (("accuracy", correct), ("margin", margin)) for mode in ("filtered", "imagined")}
-    result["cue_in_state"] = linear_probe(torch.cat(junction), torch.cat(cues))
+    cues = torch.cat(cues)
+    result["cue_in_state"] = linear_probe(torch.cat(junction), cues)
+    result["cue_in_state_sampled"] = linear_probe(torch.cat(sampled_junction), cues)
+    result["forgetting"] = {}  # per step: per level, the cue gap in h and the noise around it
+    for t, batches in sorted(h_at.items()):
+        per_level = []
+        for level in range(model.levels):
+            h = torch.cat([b[level] for b in batches])  # (episodes, deter)
+            means = [h[cues == c].mean(0) for c in (0, 1)]
+            noise = torch.cat([h[cues == c] - means[c] for c in (0, 1)]).std(0).norm()
+            per_level.append({"gap": float((means[0] - means[1]).norm()), "noise": float(noise)})
+        result["forgetting"][t] = per_level
     return result
+
+
+def forget_steps(length: int) -> tuple:
+    """Steps at which the forgetting table measures the cue in the state: in view, then on the walk."""
+    return tuple(sorted({2, min(8, length), min(16, length), length}))
 
 
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, steps: int = 500) -> float:
@@ -194,6 +222,14 @@ def main(argv=None) -> int:
         print(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['steps']} | {r['minutes']:.0f} | "
               f"{r['filtered_accuracy']:.0%} / {r['filtered_margin']:+.2f} | "
               f"{r['imagined_accuracy']:.0%} / {r['imagined_margin']:+.2f} | {r['cue_in_state']:.0%} |")
+    print("\nForgetting (sampling filter, as in training and acting): per level, the distance between the two "
+          "cues' mean deterministic states h / the spread of h within a cue, by step; and the linear probe "
+          "of the sampled junction state")
+    for r in rows:
+        steps = sorted(r["forgetting"], key=int)
+        cells = [f"step {t}: " + ", ".join(f"L{level} {v['gap']:.2f} / {v['noise']:.2f}"
+                                           for level, v in enumerate(r["forgetting"][t])) for t in steps]
+        print(f"{r['model']}: " + "; ".join(cells) + f"; sampled probe {r['cue_in_state_sampled']:.0%}")
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     return 0
 

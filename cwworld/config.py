@@ -85,6 +85,9 @@ class ModelConfig:
     vector_scale: float = 1.0  # loss weight of the vector reconstruction (Gaussian NLL, unit std)
     use_obs: Optional[list[bool]] = None  # per level: use the context frames in open-loop predict (None = all); training always does
     init: Literal["tf", "torch"] = "tf"  # "tf": the official code's Keras initialisers; "torch": PyTorch's defaults
+    # initial bias of every GRU's update gate towards keeping its state (the official code: 0; an
+    # LSTM's forget-gate bias of 1 in spirit): with b, a fresh cell keeps sigmoid(b) of h per step
+    gru_keep_bias: float = 0.0
     channels_last: bool = True  # run convolutions in channels-last memory format (speed only)
 
     @classmethod

@@ -119,6 +119,10 @@ class CWVAE(nn.Module):
         self.heads = WorldModelHeads(config, feature_dims, self.periods)  # none by default: the paper has none
         if config.init == "tf":
             tf_init_(self)
+        if config.gru_keep_bias:
+            with torch.no_grad():  # torch's GRUCell: h' = (1 - u) * n + u * h, gates stacked [reset | update | new]
+                for cell in self.cells:
+                    cell.gru.bias_ih[cell.deter : 2 * cell.deter] += config.gru_keep_bias
 
     def _level_action_dim(self, level: int) -> int:
         cfg = self.config

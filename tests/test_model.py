@@ -1,11 +1,12 @@
 """CWVAE: shapes, the loss, gradients, prediction, determinism, compile."""
 
+import copy
 import math
 
 import pytest
 import torch
 
-from cwworld import CWVAE, CWState
+from cwworld import CWVAE, CWState, load_config
 from cwworld.model import _gaussian_kl
 from conftest import squares_video, tiny_config, tiny_model
 
@@ -331,3 +332,24 @@ def test_compiled_parts_give_the_eager_loss():
         loss_c, _ = compiled.loss_terms({"image": video}, validate=False)
     assert torch.allclose(loss_c.detach(), loss_e.detach(), rtol=1e-4)
     assert list(compiled.state_dict()) == keys
+
+
+def test_gru_keep_bias_makes_a_fresh_cell_keep_its_state():
+    base = load_config("quickstart", ["model.levels=2", "model.deter=16", "model.hidden=16", "model.stoch=4"]).model
+    keep = copy.deepcopy(base)
+    keep.gru_keep_bias = 2.0
+    torch.manual_seed(0)
+    plain_model = CWVAE(base)
+    torch.manual_seed(0)
+    keep_model = CWVAE(keep)
+    h = torch.randn(32, 16)
+    z = torch.randn(32, 4)
+    for level, (a, b) in enumerate(zip(plain_model.cells, keep_model.cells)):
+        d = a.deter
+        assert torch.equal(b.gru.bias_ih[d : 2 * d], a.gru.bias_ih[d : 2 * d] + 2.0)  # the update gate only
+        assert torch.equal(b.gru.bias_ih[:d], a.gru.bias_ih[:d]) and torch.equal(b.gru.weight_ih, a.gru.weight_ih)
+        if level == 0:
+            with torch.no_grad():
+                moved_plain = (a.deter_step(h, z, None) - h).norm()
+                moved_keep = (b.deter_step(h, z, None) - h).norm()
+            assert moved_keep < 0.5 * moved_plain  # sigmoid(2) = 0.88 of h kept instead of about half
