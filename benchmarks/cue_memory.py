@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cwworld.agents.actor_critic import features
 from cwworld.config import load_config
 from cwworld.data.replay import ReplayBuffer
 from cwworld.envs import collect, make_env, make_vector_env
@@ -110,20 +111,13 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             obs, *_ = envs.step(np.stack([np.eye(3, dtype=np.float32)[FORWARD]] * B))
             frames.append(torch.as_tensor(obs["image"]))
         envs.close()
-        state, prev = model.initial(B), torch.zeros(B, 3)
-        states = []
-        for t, frame in enumerate(frames):
-            state = model.observe_step(state, frame, prev, torch.full((B,), t == 0), sample=False)
-            prev = eye[FORWARD].expand(B, 3)
-            states.append(state)
-        junction.append(torch.cat([states[-1].features(level) for level in range(model.levels)], dim=-1))
+        states = walk_states(model, frames, sample=False)
+        junction.append(features(states[-1]))
         torch.manual_seed(start)  # a sampling filter, as in training and acting
-        state = model.initial(B)
-        for t, frame in enumerate(frames):
-            state = model.observe_step(state, frame, eye[FORWARD].expand(B, 3), torch.full((B,), t == 0))
-            if t in forget_steps(length):
-                h_at.setdefault(t, []).append([h.clone() for h in state.h])  # per level (B, deter_l)
-        sampled_junction.append(torch.cat([state.features(level) for level in range(model.levels)], dim=-1))
+        sampled = walk_states(model, frames, sample=True)
+        sampled_junction.append(features(sampled[-1]))
+        for t in forget_steps(length):
+            h_at.setdefault(t, []).append(sampled[t].h)  # per level (B, deter_l)
         cues.append(cue)
         for mode, start_state, walk in (("filtered", states[-1], 0), ("imagined", states[cue_steps], length - cue_steps)):
             both = CWState.cat([start_state, start_state])  # [2B]: LEFT for the first B, RIGHT for the rest
@@ -150,6 +144,17 @@ def probe(model, env_id: str, episodes: int, batch: int = 50, seed: int = 1_000_
             per_level.append({"gap": float((means[0] - means[1]).norm()), "noise": float(noise)})
         result["forgetting"][t] = per_level
     return result
+
+
+def walk_states(model, frames: list, sample: bool) -> list:
+    """The filter's state after each frame of a forward walk (``frames[t]``: ``[B, H, W, C]``)."""
+    B = frames[0].shape[0]
+    forward = torch.eye(3)[FORWARD].expand(B, 3)  # the action before every frame (ignored at the first)
+    state, states = model.initial(B), []
+    for t, frame in enumerate(frames):
+        state = model.observe_step(state, frame, forward, torch.full((B,), t == 0), sample=sample)
+        states.append(state)
+    return states
 
 
 def forget_steps(length: int) -> tuple:

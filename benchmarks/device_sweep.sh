@@ -3,9 +3,8 @@
 # beside the quickstart variants of benchmarks/variants.sh on the machine's CPU cores.
 set -u
 OUT=${OUT:?set OUT}
-S=/tmp/site2  # the package laid out as installed, for the CPU variants (gpu_train.sh makes its own)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target $S .whl/*.whl || exit 2
-cp -r cwworld $S/ && cp -r agents $S/cwworld/agents && cp -r envs $S/cwworld/envs && cp -r configs $S/cwworld/configs
+S=/tmp/site2  # the package laid out as installed, for the CPU variants (gpu_train.sh makes /tmp/site)
+bash benchmarks/device_site.sh $S || exit 2
 mkdir -p "$OUT/gpu"
 (
     OUT=$OUT/gpu PRESET=${GPU_PRESET:-mmnist_small} MINUTES=${GPU_MINUTES:-6} SECONDS_TOTAL=${GPU_SECONDS:-400} \
@@ -16,6 +15,5 @@ mkdir -p "$OUT/gpu"
             >> "$OUT/gpu/eval.log" 2>&1 && cp /tmp/ge_$mode/metrics.json "$OUT/gpu/$mode.json"
     done
 ) &
-sleep 20  # gpu_train.sh's own install first
 PYTHONPATH=$S OUT=$OUT/q bash benchmarks/variants.sh
 wait

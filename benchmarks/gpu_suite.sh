@@ -33,9 +33,7 @@ run() {  # run LIMIT NAME CMD...: output to $OUT/NAME.log, the tail shown
 }
 
 if [ -d .whl ] && [ "$DEVICE" = cuda ]; then  # the missing dependencies, and the package laid out as installed
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
-    rm -rf /tmp/site/cwworld && cp -r cwworld /tmp/site/cwworld && cp -r agents /tmp/site/cwworld/agents &&
-        cp -r envs /tmp/site/cwworld/envs && cp -r configs /tmp/site/cwworld/configs || exit 2
+    bash benchmarks/device_site.sh /tmp/site || exit 2
     export PYTHONPATH=/tmp/site
 fi
 if [ "$DEVICE" = cuda ]; then

@@ -24,9 +24,7 @@ DEADLINE=$(( START + ${SECONDS_TOTAL:-$(( ${MINUTES%.*} * 60 + 150 ))} ))  # bot
 mkdir -p "$OUT"
 
 if [ -d .whl ] && [ "$DEVICE" = cuda ]; then  # the missing dependencies, and the package laid out as installed
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 2
-    rm -rf /tmp/site/cwworld && cp -r cwworld /tmp/site/cwworld && cp -r agents /tmp/site/cwworld/agents &&
-        cp -r envs /tmp/site/cwworld/envs && cp -r configs /tmp/site/cwworld/configs || exit 2
+    bash benchmarks/device_site.sh /tmp/site || exit 2
     export PYTHONPATH=/tmp/site
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/env.txt"
 fi

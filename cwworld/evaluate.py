@@ -148,13 +148,14 @@ class EvalResult:
 
     def baseline_line(self) -> str:
         """One sentence: for how many predicted frames the model beats every baseline, per metric."""
-        what = "predictions from the means" if not self.sampled else f"sampled predictions (metrics averaged over {self.num_samples} samples)"
+        what = ("predictions from the means" if not self.sampled
+                else f"sampled predictions (metrics averaged over {self.num_samples} samples)")
         if not self.baselines:
             return f"{what}: no baselines for this data"
         names = {"psnr": "PSNR", "ssim": "SSIM", "identity": "digit identity"}
-        counts = [f"{self.frames_beating_baselines(m)} by {names[m]}" for m in names if getattr(self, m) is not None]
-        first = self.frames_beating_baselines("psnr")
-        counts[0] = counts[0].replace(" by", " frame by" if first == 1 else " frames by", 1)
+        counts = [(self.frames_beating_baselines(m), names[m]) for m in names if getattr(self, m) is not None]
+        counts = [f"{n} {('frame ' if n == 1 else 'frames ') if i == 0 else ''}by {name}"
+                  for i, (n, name) in enumerate(counts)]  # "the first 3 frames by PSNR, 0 by SSIM, ..."
         return (f"{what} ({self.num_videos} held-out videos, {self.context} context frames) beat every baseline "
                 f"({', '.join(self.baselines)}) for the first {', '.join(counts)} (of {self.horizon} predicted frames)")
 
