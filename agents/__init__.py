@@ -35,7 +35,8 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
         ac = ActorCriticConfig(horizon=config.horizon, discount=config.discount, return_lambda=config.return_lambda,
                                entropy=config.entropy, actor_lr=config.actor_lr, critic_lr=config.critic_lr,
                                starts=config.starts, hidden=config.hidden, explore=explore,
-                               sample_actions=not evaluate, replay=config.replay)
+                               sample_actions=not evaluate, replay=config.replay,
+                               input_norm=config.input_norm)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
                   discount=config.discount, explore=explore)

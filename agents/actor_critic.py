@@ -37,6 +37,12 @@ does not say whether its first step began an episode). What it is for: a reward 
 world model's reward head has not learned yet (e.g. CueCorridor's exit, which pays by a cue seen
 long before) still reaches the actor, from the posterior state where the agent acts.
 
+Option (off by default): ``input_norm`` standardises every feature dimension before the actor
+and the critic with running moments of the posterior features of the training batches (the
+start states; updated in :meth:`ActorCritic.update` only, saved with the agent), as the world
+model's ``head_norm`` does for its heads. A cue the slow levels carry only as a small shift of a
+few low-variance dimensions is then on the scale of everything else.
+
 Distributions: discrete actions are a categorical mixed with 1% uniform (every action keeps
 some probability); Box actions a Gaussian whose mean is squashed into the bounds by ``tanh``
 and whose std lies in ``[min_std, max_std]`` times the half-range, samples clipped to the
@@ -57,6 +63,8 @@ import gymnasium as gym
 import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
+
+from cwworld.heads import RunningNorm
 
 from .base import Agent
 
@@ -83,6 +91,7 @@ class ActorCriticConfig:
     explore: float = 0.0  # acting: chance of a uniform action (Box: std of added noise, in action units)
     sample_actions: bool = True  # acting: sample from the policy (False: its mode)
     replay: float = 0.0  # weight of the critic and actor losses on the batch's real steps (0: Dreamer's)
+    input_norm: bool = False  # standardise the actor's and critic's features per dimension (running moments)
 
     def validate(self) -> None:
         for name in ("horizon", "starts", "hidden", "layers"):
@@ -114,11 +123,15 @@ class ActorCriticNets(nn.Module):
 
     def __init__(self, feature_dim: int, action_dim: int, discrete: bool, config: ActorCriticConfig):
         super().__init__()
-        self.actor = _mlp(feature_dim, config.hidden, action_dim if discrete else 2 * action_dim, config.layers)
-        self.critic = _mlp(feature_dim, config.hidden, 1, config.layers)
-        nn.init.zeros_(self.actor[-1].weight), nn.init.zeros_(self.actor[-1].bias)  # a uniform first policy
-        nn.init.zeros_(self.critic[-1].weight), nn.init.zeros_(self.critic[-1].bias)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        actor = _mlp(feature_dim, config.hidden, action_dim if discrete else 2 * action_dim, config.layers)
+        critic = _mlp(feature_dim, config.hidden, 1, config.layers)
+        nn.init.zeros_(actor[-1].weight), nn.init.zeros_(actor[-1].bias)  # a uniform first policy
+        nn.init.zeros_(critic[-1].weight), nn.init.zeros_(critic[-1].bias)
+        target = copy.deepcopy(critic).requires_grad_(False)
+        # input_norm: one RunningNorm shared by all three (its moments are buffers, not parameters)
+        self.input_norm = RunningNorm(feature_dim) if config.input_norm else None
+        wrap = (lambda mlp: nn.Sequential(self.input_norm, mlp)) if config.input_norm else (lambda mlp: mlp)
+        self.actor, self.critic, self.target_critic = wrap(actor), wrap(critic), wrap(target)
         self.register_buffer("return_scale", torch.zeros(()))  # moving 5-95 percentile range (0: none yet)
 
 
@@ -240,6 +253,8 @@ class ActorCritic(Agent):
         cfg, model = self.config, self.model
         groups = model.start_states(traj, batch.get("action"), batch.get("is_first"))
         total = sum(len(index) for index, _ in groups)
+        if nets_norm := self.nets.input_norm:  # the moments follow the posterior features of real data
+            nets_norm.update(torch.cat([features(state) for _, state in groups]))
         terminal = batch.get("is_terminal")
         start_weight = torch.ones(total, device=self.device) if terminal is None else \
             1.0 - terminal.reshape(-1).float().to(self.device)

@@ -78,6 +78,14 @@ class ModelConfig:
     head_hidden: int = 200  # width of the heads' hidden layers
     head_layers: int = 2  # hidden layers of each head
     head_norm: bool = False  # standardise each head's input per dimension (running moments of the posterior features)
+    # reward and continue heads also read action[t-1], the action leading into step t (zero at
+    # episode starts), next to the bottom state at t: a reward that depends on the action just
+    # taken need not be learnt through the GRU's update first
+    head_action: bool = False
+    # the reward head as a gate times a value: sigmoid(gate) predicts whether a reward arrives at
+    # all (binary cross-entropy on reward != 0), the value its size (Gaussian NLL on those steps
+    # only); the prediction is their product, ~0 wherever rewards never arrive (sparse rewards)
+    reward_gate: bool = False
     reward_scale: float = 1.0  # loss weight of the reward heads (Gaussian NLL, unit std)
     continue_scale: float = 1.0  # loss weight of the continue head (binary cross-entropy)
     vectors: Optional[dict[str, int]] = None  # vector observations next to the image: {name: size}
@@ -174,6 +182,11 @@ class ModelConfig:
         if (self.action_low is None) != (self.action_high is None):
             raise ConfigError("model.action_low and model.action_high must be given together")
         _check_min("model.head_hidden", self.head_hidden, 1)
+        if self.reward_gate and not self.reward_head:
+            raise ConfigError("model.reward_gate: needs model.reward_head: true")
+        if self.head_action and not self.action_dim:
+            raise ConfigError("model.head_action: the heads can only read actions in an action-conditioned model "
+                              "(action_dim > 0), found action_dim 0")
         _check_min("model.head_layers", self.head_layers, 0)
         _check_min("model.reward_scale", self.reward_scale, 0.0)
         _check_min("model.continue_scale", self.continue_scale, 0.0)
@@ -331,6 +344,7 @@ class AgentConfig:
     starts: int = 256  # actor_critic: imagination start states per update (at most)
     hidden: int = 256  # actor_critic: width of the actor's and critic's MLPs
     replay: float = 0.0  # actor_critic: weight of its losses on the batch's real steps (0 = imagination only)
+    input_norm: bool = False  # actor_critic: standardise the actor's and critic's features per dimension
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
 

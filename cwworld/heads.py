@@ -5,6 +5,14 @@ None of these exist in the paper's model; each is off unless configured.
 * ``reward`` (``model.reward_head``): predicts ``reward[t]`` from the bottom state at ``t``
   (Gaussian, unit std).
 * ``cont`` (``model.continue_head``): predicts ``1 - is_terminal[t]`` (Bernoulli logit).
+* with ``model.reward_gate``, the reward head outputs a gate logit and a value: the
+  prediction is ``sigmoid(gate) * value``; the gate learns whether a reward arrives at all
+  (binary cross-entropy on ``reward != 0``), the value its size (Gaussian NLL on those steps
+  only). With sparse rewards a plain head's small errors on the many zero-reward steps add up
+  over an imagined horizon (an actor can harvest them); the gate drives them to ~0.
+* with ``model.head_action``, both also read ``action[t-1]``, the action leading into step
+  ``t`` (zero at episode starts), next to the bottom state: the reward of an exit depends on
+  the exit taken, which otherwise reaches them only through the GRU's update.
 * ``level_rewards[l - 1]`` (``model.level_reward_heads``), levels ``l > 0``: predicts from
   level ``l``'s state at tick ``o`` the reward summed over its window
   ``reward[o-p+1] ... reward[o]`` (``p = k**l``): the same window whose actions its transition
@@ -130,27 +138,48 @@ class WorldModelHeads(nn.Module):
         super().__init__()
         self.config, self.periods = config, periods
 
-        def head(in_dim):
-            mlp = MLP(in_dim, config.head_hidden, 1, config.head_layers + 1)
+        def head(in_dim, out_dim=1):
+            mlp = MLP(in_dim, config.head_hidden, out_dim, config.head_layers + 1)
             return nn.Sequential(RunningNorm(in_dim), mlp) if config.head_norm else mlp
 
-        self.reward = head(feature_dims[0]) if config.reward_head else None
-        self.cont = head(feature_dims[0]) if config.continue_head else None
+        bottom = feature_dims[0] + (config.action_dim if config.head_action else 0)
+        self.reward = head(bottom, 2 if config.reward_gate else 1) if config.reward_head else None
+        self.cont = head(bottom) if config.continue_head else None
         self.level_rewards = nn.ModuleList(head(d) for d in feature_dims[1:]) if config.level_reward_heads else None
 
     @property
     def reads_reward(self) -> bool:
         return self.reward is not None or self.level_rewards is not None
 
-    def predict(self, levels: list) -> dict:
+    def _bottom_inputs(self, features: torch.Tensor, action_prev) -> torch.Tensor:
+        """The reward and continue heads' input: bottom features ``[B, T, F]``, with
+        ``model.head_action`` followed by ``action_prev [B, T, A]`` (the action leading into each step)."""
+        if not self.config.head_action:
+            return features
+        if action_prev is None or tuple(action_prev.shape) != (*features.shape[:-1], self.config.action_dim):
+            found = None if action_prev is None else tuple(action_prev.shape)
+            raise ValueError(f"heads: model.head_action needs the actions leading into each step, "
+                             f"[{', '.join(map(str, features.shape[:-1]))}, {self.config.action_dim}]; found {found}")
+        return torch.cat([features, action_prev.to(features.dtype)], dim=-1)
+
+    def reward_value(self, x: torch.Tensor) -> torch.Tensor:
+        """The reward head's prediction on its input ``[..., D]`` -> ``[...]`` (gate times value
+        with ``model.reward_gate``)."""
+        out = self.reward(x)
+        return torch.sigmoid(out[..., 0]) * out[..., 1] if self.config.reward_gate else out[..., 0]
+
+    def predict(self, levels: list, action_prev=None) -> dict:
         """Predictions on per-level states (:class:`~cwworld.states.LevelStates` or None):
-        ``reward``, ``cont`` ``[B, n_0]`` and ``level_rewards`` (per level ``[B, n_l]``, index 0 None)."""
+        ``reward``, ``cont`` ``[B, n_0]`` and ``level_rewards`` (per level ``[B, n_l]``, index 0 None).
+        ``action_prev [B, n_0, A]``: the action leading into each bottom step (``model.head_action``)."""
         bottom = levels[0]
         out: dict = {}
-        if bottom is not None and self.reward is not None:
-            out["reward"] = self.reward(bottom.features)[..., 0]
-        if bottom is not None and self.cont is not None:
-            out["cont"] = torch.sigmoid(self.cont(bottom.features)[..., 0])
+        if bottom is not None and (self.reward is not None or self.cont is not None):
+            x = self._bottom_inputs(bottom.features, action_prev)
+            if self.reward is not None:
+                out["reward"] = self.reward_value(x)
+            if self.cont is not None:
+                out["cont"] = torch.sigmoid(self.cont(x)[..., 0])
         if self.level_rewards is not None:
             out["level_rewards"] = [None] + [
                 None if levels[level] is None else self.level_rewards[level - 1](levels[level].features)[..., 0]
@@ -158,11 +187,12 @@ class WorldModelHeads(nn.Module):
             ]
         return out
 
-    def losses(self, posterior: list, batch: dict, B: int, T: int, validate: bool = True):
+    def losses(self, posterior: list, batch: dict, B: int, T: int, validate: bool = True, action_prev=None):
         """Head losses on a trajectory observed from step 0: ``(sum of scaled losses, terms per frame)``.
 
         ``posterior``: per-level :class:`~cwworld.states.LevelStates`; ``batch``: ``reward``
-        ``[B, T]``, optional ``is_terminal`` and ``is_first`` ``[B, T]``.
+        ``[B, T]``, optional ``is_terminal`` and ``is_first`` ``[B, T]``; ``action_prev``
+        ``[B, T, A]``: the action leading into each step (``model.head_action``).
         """
         cfg, device = self.config, posterior[0].h.device
         total = 0.0
@@ -172,7 +202,7 @@ class WorldModelHeads(nn.Module):
         is_first = batch.get("is_first")
         is_first = None if is_first is None else torch.as_tensor(is_first, device=device).bool()
         counted = torch.ones(B, T, device=device) if is_first is None else (~is_first).float()
-        features = posterior[0].features
+        features = self._bottom_inputs(posterior[0].features, action_prev)
         if cfg.head_norm:  # the running moments follow the posterior features of training data
             for module, level_features in ([(self.reward, features), (self.cont, features)]
                                            + [(h, posterior[l + 1].features) for l, h in enumerate(self.level_rewards or [])]):
@@ -186,7 +216,13 @@ class WorldModelHeads(nn.Module):
             if validate and tuple(reward.shape) != (B, T):
                 raise ValueError(f"reward: expected shape [{B}, {T}], found {tuple(reward.shape)}")
         if self.reward is not None:
-            sq = 0.5 * ((self.reward(features)[..., 0] - reward).square() * counted).sum() / B
+            out = self.reward(features)
+            if cfg.reward_gate:  # gate: does a reward arrive; value: its size, where one does
+                arrives = (reward != 0).float()
+                sq = (F.binary_cross_entropy_with_logits(out[..., 0], arrives, reduction="none") * counted).sum() / B
+                sq = sq + 0.5 * ((out[..., 1] - reward).square() * counted * arrives).sum() / B
+            else:
+                sq = 0.5 * ((out[..., 0] - reward).square() * counted).sum() / B
             total = total + cfg.reward_scale * sq
             terms["reward_loss"] = sq.detach() / T
         if self.cont is not None:

@@ -240,13 +240,7 @@ class CWVAE(nn.Module):
     def _observe_embedded(self, embeds, action, is_first, state, *, sample=True, use_obs=None,
                           noise=None) -> Trajectory:
         T = embeds[0].shape[1]
-        action_prev = None
-        if action is not None:
-            # action_prev[t] = action[t-1]; the first step's comes with the carry
-            before = state.action if state.action is not None else torch.zeros_like(action[:, 0])
-            action_prev = torch.cat([before[:, None], action[:, :-1]], dim=1)  # (B, T, A)
-            if is_first is not None:
-                action_prev = action_prev * (~is_first)[..., None]
+        action_prev = _action_prev(action, is_first, state.action)
         posts, priors, last = self._unroll(state, T, action_prev=action_prev, is_first=is_first, embeds=embeds,
                                            use_obs=use_obs, sample=sample, noise=noise)
         last.action = None if action is None else action[:, -1]
@@ -520,10 +514,11 @@ class CWVAE(nn.Module):
             if not self.config.action_dim:
                 raise ValueError("imagine: a policy needs an action-conditioned model (action_dim > 0)")
             out, last, actions = self._imagine_with_policy(state, horizon, policy, sample, validate)
+            action_prev = actions
         else:
             action_prev, actions = self._imagined_actions(state, horizon, actions, rolled[0], validate)
             out, _, last = self._unroll(state, horizon, action_prev=action_prev, levels=rolled, sample=sample)
-        rollout = Rollout(out, last, actions, **self.heads.predict(out))
+        rollout = Rollout(out, last, actions, **self.heads.predict(out, action_prev))
         if decode:
             if out[0] is None:
                 raise ValueError("imagine: decode=True needs the bottom level in `levels`")
@@ -689,6 +684,7 @@ class CWVAE(nn.Module):
         vectors = {k: batch[k] for k in self.vector_keys if k in batch} if self.vectors is not None else None
         # training always reads every level's frames (use_obs is for open-loop prediction)
         traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B), noise=noise)
+        action_prev = _action_prev(action, is_first) if self.config.head_action else None
 
         mean = self.decoder(rearrange(traj.features, "b t f -> (b t) f"))  # (B*T, C, H, W)
         target = self._model_frames(image)  # (B*T, C, H, W)
@@ -714,7 +710,7 @@ class CWVAE(nn.Module):
             penalty = penalty + self.beta[level] * torch.clamp(kl_train - self.config.free_nats, min=0.0)
             kl_total = kl_total + kl_seq
             terms[f"kl/{level}"] = kl_seq.detach() / T
-        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate)
+        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate, action_prev)
         if self.vectors is not None:
             vector_loss = self.vectors.loss(traj.features, batch, B, T)
             heads = heads + self.config.vector_scale * vector_loss
@@ -771,3 +767,16 @@ def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
     """KL(N(mean_q, std_q) || N(mean_p, std_p)) per dimension, elementwise."""
     var_ratio = (std_q / std_p).square()
     return 0.5 * (var_ratio + ((mean_q - mean_p) / std_p).square() - 1.0 - var_ratio.log())
+
+
+def _action_prev(action, is_first, before=None):
+    """``action [B, T, A]`` -> the action leading into each step, ``action[t-1]`` ``[B, T, A]``:
+    the first step's is ``before`` (the carry's; zero if None), zero wherever ``is_first``."""
+    if action is None:
+        return None
+    if before is None:
+        before = torch.zeros_like(action[:, 0])
+    action_prev = torch.cat([before[:, None], action[:, :-1]], dim=1)  # (B, T, A)
+    if is_first is not None:
+        action_prev = action_prev * (~is_first.bool())[..., None]
+    return action_prev

@@ -345,3 +345,32 @@ def test_replay_targets_are_lambda_returns_of_the_real_rewards_cut_at_episode_en
         load_config("cue_corridor_ac", ["agent.replay=-0.5"])
     assert make_agent(load_config("cue_corridor_ac", ["agent.replay=0.5"]).agent, _model(action_dim=3,
                       action_low=None, action_high=None), gym.spaces.Discrete(3)).config.replay == 0.5
+
+
+def test_input_norm_standardises_the_actor_and_critic_features_with_moments_of_real_starts():
+    from cwworld.agents.actor_critic import features
+
+    model = _model().eval()
+    space = PushSquare().action_space
+    plain = ActorCritic(model, space, ActorCriticConfig(horizon=3), 1, seed=0)
+    assert plain.nets.input_norm is None and not any("mean" in k for k in plain.nets.state_dict())
+    agent = ActorCritic(model, space, ActorCriticConfig(horizon=3, input_norm=True), 1, seed=0)
+    batch = push_batch(np.random.default_rng(0), 2, 6)
+    with torch.no_grad():
+        _, _, traj = model.loss_terms(batch, with_trajectory=True)
+    agent.update(traj, batch)
+    norm = agent.nets.input_norm
+    starts = torch.cat([features(state) for _, state in model.start_states(traj, batch["action"])])
+    assert int(norm.count) == 1  # the first update sets the moments to the start states'
+    assert torch.allclose(norm.mean, starts.mean(0), atol=1e-5)
+    assert torch.allclose(norm.var, starts.var(0, unbiased=False), atol=1e-5)
+    x = torch.randn(3, norm.mean.numel())
+    z = (x - norm.mean) * torch.rsqrt(norm.var + norm.eps)
+    assert torch.allclose(agent.nets.actor(x), agent.nets.actor[1](z))
+    assert torch.allclose(agent.nets.target_critic(x), agent.nets.target_critic[1](z))  # the same moments
+    before = norm.mean.clone()
+    agent.act(np.zeros((1, 64, 64, 1), np.uint8))  # acting never moves them
+    assert torch.equal(norm.mean, before)
+    copy = ActorCritic(model, space, ActorCriticConfig(horizon=3, input_norm=True), 1, seed=0)
+    copy.load_state_dict(agent.state_dict())  # saved with the agent
+    assert torch.equal(copy.nets.input_norm.mean, norm.mean) and int(copy.nets.input_norm.count) == 1

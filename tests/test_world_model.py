@@ -207,3 +207,61 @@ def test_head_norm_standardises_head_inputs_with_moments_of_training_posteriors_
     model.loss({**batch, "image": squares_video(2, 8, seed=5)})
     assert int(norm.count) == 2 and not torch.equal(norm.mean, before)  # then an EMA (0.01) of later batches
     assert (norm.mean - before).abs().max() < 0.05 * (features.std(0).max() + 1)
+
+
+def test_head_action_feeds_the_heads_the_action_leading_into_each_step():
+    """``model.head_action``: reward[t] = action[t-1, 0] is read from the action itself, not learnt
+    through the GRU first. Measured (40 updates, seed 0): squared error 0.016 with it, 0.19 without
+    (the reward's variance: 1.0)."""
+    def trained(head_action):
+        torch.manual_seed(0)
+        model = tiny_model(levels=2, factor=4, action_dim=2, reward_head=True, continue_head=True,
+                           head_action=head_action, deter=32, hidden=32, head_hidden=32)
+        return train_on(model, lambda rng: _action_reward_batch(rng, 8, 12), 40)
+
+    test = _action_reward_batch(np.random.default_rng(1), 32, 12)
+    errors = {}
+    for head_action in (True, False):
+        model = trained(head_action)
+        with torch.no_grad():
+            state = model.observe(test["image"][:, :4], test["action"][:, :4], sample=False).last
+            # imagined step i is step 4 + i; the action leading into it is action[3 + i]
+            rollout = model.imagine(state, 8, actions=test["action"][:, 3:11], sample=False)
+        errors[head_action] = (rollout.reward - test["reward"][:, 4:12]).square().mean().item()
+    variance = test["reward"][:, 4:12].var().item()
+    assert errors[True] < 0.1 * variance, (errors, variance)
+    assert errors[True] < 0.3 * errors[False], (errors, variance)
+
+
+def test_head_action_checks():
+    from cwworld.config import ConfigError
+
+    with pytest.raises(ConfigError, match="head_action"):
+        tiny_config(reward_head=True, head_action=True).validate()
+    model = tiny_model(action_dim=2, reward_head=True, head_action=True)
+    traj = model.observe(squares_video(1, 4), torch.zeros(1, 4, 2))
+    with pytest.raises(ValueError, match=r"head_action needs the actions leading into each step, \[1, 4, 2\]"):
+        model.heads.predict(traj.posterior)
+
+
+def test_reward_gate_predicts_gate_times_value_and_trains_the_value_only_where_rewards_arrive():
+    import torch.nn.functional as F
+    from cwworld.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_gate"):
+        tiny_config(reward_gate=True).validate()
+    model = tiny_model(action_dim=2, reward_head=True, reward_gate=True)
+    last = model.heads.reward.linears[-1]
+    with torch.no_grad():  # constant outputs: gate logit 0.5, value 2.0
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.5, 2.0]))
+    video = squares_video(1, 6)
+    reward = torch.tensor([[0.0, 0.0, 1.0, 0.0, -1.0, 0.0]])
+    _, metrics = model.loss({"image": video, "action": torch.zeros(1, 6, 2), "reward": reward})
+    arrives = (reward != 0).float()
+    bce = F.binary_cross_entropy_with_logits(torch.full((1, 6), 0.5), arrives, reduction="sum")
+    value = 0.5 * ((2.0 - reward).square() * arrives).sum()  # only the steps where a reward arrives
+    assert abs(metrics["reward_loss"] - float(bce + value) / 6) < 1e-5, (metrics["reward_loss"], bce, value)
+    with torch.no_grad():
+        rollout = model.imagine(model.initial(1), 3, actions=torch.zeros(1, 3, 2))
+    assert torch.allclose(rollout.reward, torch.full((1, 3), torch.sigmoid(torch.tensor(0.5)).item() * 2.0))
