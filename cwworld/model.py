@@ -244,7 +244,7 @@ class CWVAE(nn.Module):
         posts, priors, last = self._unroll(state, T, action_prev=action_prev, is_first=is_first, embeds=embeds,
                                            use_obs=use_obs, sample=sample, noise=noise)
         last.action = None if action is None else action[:, -1]
-        return Trajectory(posts, priors, last)
+        return Trajectory(posts, priors, last, action_prev)
 
     def compile_parts(self, **options) -> "CWVAE":
         """``torch.compile`` the pieces a step runs many times, not the unrolled sequence (whose
@@ -280,10 +280,7 @@ class CWVAE(nn.Module):
         t = torch.arange(T, device=dev)
         cum = None
         if action is not None and self.config.action_dim:
-            action = action.float()
-            action_prev = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], 1)  # leads into each step
-            if is_first is not None:
-                action_prev = action_prev * (~is_first.bool())[..., None]
+            action_prev = _action_prev(action.float(), is_first)  # leads into each step
             cum = F.pad(action_prev.cumsum(1), (0, 0, 1, 0))  # (B, T+1, A): cum[:, j] = sum of steps < j
         hs, zs, sums = [], [], []
         for level in range(self.levels):
@@ -684,7 +681,6 @@ class CWVAE(nn.Module):
         vectors = {k: batch[k] for k in self.vector_keys if k in batch} if self.vectors is not None else None
         # training always reads every level's frames (use_obs is for open-loop prediction)
         traj = self._observe_embedded(self.encode(image, vectors), action, is_first, self.initial(B), noise=noise)
-        action_prev = _action_prev(action, is_first) if self.config.head_action else None
 
         mean = self.decoder(rearrange(traj.features, "b t f -> (b t) f"))  # (B*T, C, H, W)
         target = self._model_frames(image)  # (B*T, C, H, W)
@@ -710,7 +706,7 @@ class CWVAE(nn.Module):
             penalty = penalty + self.beta[level] * torch.clamp(kl_train - self.config.free_nats, min=0.0)
             kl_total = kl_total + kl_seq
             terms[f"kl/{level}"] = kl_seq.detach() / T
-        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate, action_prev)
+        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate, traj.action_prev)
         if self.vectors is not None:
             vector_loss = self.vectors.loss(traj.features, batch, B, T)
             heads = heads + self.config.vector_scale * vector_loss

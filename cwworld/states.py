@@ -186,12 +186,14 @@ class Trajectory:
     ``posterior[l]`` and ``prior[l]`` have time length ``n_l`` = the number of
     level ``l``'s ticks in the ``T`` steps (``ceil(T / k**l)`` from step 0).
     ``prior[l].z`` is the prior mean (priors are not sampled while observing).
-    ``features`` is the bottom posterior ``[z, h]``, ``[B, T, F]``.
+    ``features`` is the bottom posterior ``[z, h]``, ``[B, T, F]``. ``action_prev`` is the
+    action leading into each step, ``[B, T, A]`` (None for a video-only model).
     """
 
     posterior: list[LevelStates]
     prior: list[LevelStates]
     last: CWState
+    action_prev: Optional[torch.Tensor] = None
 
     @property
     def features(self) -> torch.Tensor:
