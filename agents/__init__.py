@@ -36,7 +36,9 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                                entropy=config.entropy, actor_lr=config.actor_lr, critic_lr=config.critic_lr,
                                starts=config.starts, hidden=config.hidden, explore=explore,
                                sample_actions=not evaluate, replay=config.replay,
-                               input_norm=config.input_norm)
+                               input_norm=config.input_norm, plan_horizon=config.plan_horizon,
+                               plan_population=config.population, plan_elites=config.elites,
+                               plan_iterations=config.iterations)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
                   discount=config.discount, explore=explore)

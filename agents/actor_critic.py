@@ -43,6 +43,18 @@ start states; updated in :meth:`ActorCritic.update` only, saved with the agent),
 model's ``head_norm`` does for its heads. A cue the slow levels carry only as a small shift of a
 few low-variance dimensions is then on the scale of everything else.
 
+Option (off by default): ``plan_horizon > 0`` acts by planning instead of reading the actor:
+CEM (:class:`cwworld.agents.CEMPlanner`, ``plan_population`` candidates, ``plan_elites``,
+``plan_iterations``, warm-started) over ``plan_horizon`` imagined steps, each candidate scored by
+its predicted discounted rewards plus the critic's value of the state it ends in (the terminal
+value of TD-MPC's planner). The actor and critic learn exactly as without it. What it is for: a
+step whose only cost is time (CueCorridor's turns in the corridor, which do nothing) differs from
+the useful one by ``(1 - discount)`` of the value: REINFORCE, weighing that small margin against
+the entropy bonus and the return's noise, can leave the actor's mode on the useless action (a
+greedy episode then never ends), while the critic ranks the states ``plan_horizon`` steps apart by
+a margin ``plan_horizon`` times larger, and the planner acts on that ranking. Exploration while
+collecting: a uniform action with chance ``explore`` (the planner's own ``explore``).
+
 Distributions: discrete actions are a categorical mixed with 1% uniform (every action keeps
 some probability); Box actions a Gaussian whose mean is squashed into the bounds by ``tanh``
 and whose std lies in ``[min_std, max_std]`` times the half-range, samples clipped to the
@@ -92,9 +104,13 @@ class ActorCriticConfig:
     sample_actions: bool = True  # acting: sample from the policy (False: its mode)
     replay: float = 0.0  # weight of the critic and actor losses on the batch's real steps (0: Dreamer's)
     input_norm: bool = False  # standardise the actor's and critic's features per dimension (running moments)
+    plan_horizon: int = 0  # act by CEM over this many imagined steps, the critic valuing the last (0: the actor)
+    plan_population: int = 128  # planning: candidates per environment and iteration
+    plan_elites: int = 16
+    plan_iterations: int = 3
 
     def validate(self) -> None:
-        for name in ("horizon", "starts", "hidden", "layers"):
+        for name in ("horizon", "starts", "hidden", "layers", "plan_population", "plan_elites", "plan_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ActorCriticConfig.{name} must be >= 1, found {getattr(self, name)}")
         for name in ("discount", "return_lambda", "target_tau", "return_decay"):
@@ -103,8 +119,9 @@ class ActorCriticConfig:
         for name in ("actor_lr", "critic_lr", "min_std", "max_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ActorCriticConfig.{name} must be > 0, found {getattr(self, name)}")
-        if self.replay < 0:
-            raise ValueError(f"ActorCriticConfig.replay must be >= 0, found {self.replay}")
+        if self.replay < 0 or self.plan_horizon < 0:
+            raise ValueError(f"ActorCriticConfig: replay and plan_horizon must be >= 0, found {self.replay}, "
+                             f"{self.plan_horizon}")
         if self.entropy < 0 or not 0 <= self.explore <= 1 or not 0 <= self.unimix < 1:
             raise ValueError("ActorCriticConfig: entropy must be >= 0, explore in [0, 1], unimix in [0, 1); "
                              f"found {self.entropy}, {self.explore}, {self.unimix}")
@@ -182,6 +199,15 @@ class ActorCritic(Agent):
         self.actor_optimizer = torch.optim.Adam(self.nets.actor.parameters(), lr=self.config.actor_lr, eps=1e-5)
         self.critic_optimizer = torch.optim.Adam(self.nets.critic.parameters(), lr=self.config.critic_lr, eps=1e-5)
         self.updates = 0
+        self.planner = None
+        if self.config.plan_horizon > 0:  # acting by CEM, the critic as terminal value
+            from .cem import CEMConfig, CEMPlanner
+
+            cfg = self.config
+            plan = CEMConfig(horizon=cfg.plan_horizon, population=cfg.plan_population, elites=cfg.plan_elites,
+                             iterations=cfg.plan_iterations, discount=cfg.discount, explore=cfg.explore)
+            self.planner = CEMPlanner(model, action_space, plan, num_envs, observation_space,
+                                      terminal_value=self.value, seed=seed)
 
     # -- the policy -------------------------------------------------------------------
 
@@ -214,8 +240,18 @@ class ActorCritic(Agent):
         low, high = self.spec.bounds(action.device)
         return torch.maximum(torch.minimum(action, high), low)
 
+    def value(self, state) -> torch.Tensor:
+        """The critic's value ``[B]`` of model states."""
+        return self.nets.critic(features(state))[..., 0]
+
+    def reset_plans(self, mask: torch.Tensor) -> None:
+        if self.planner is not None:
+            self.planner.reset_plans(mask)
+
     def choose(self, state, is_first=None) -> torch.Tensor:
         cfg = self.config
+        if self.planner is not None:
+            return self.planner.choose(state, is_first)
         action = self._draw(features(state), cfg.sample_actions)
         if cfg.explore > 0:
             B = action.shape[0]
@@ -360,12 +396,17 @@ class ActorCritic(Agent):
     # -- checkpoints --------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "nets": self.nets.state_dict(), "updates": self.updates,
-                "actor_optimizer": self.actor_optimizer.state_dict(),
-                "critic_optimizer": self.critic_optimizer.state_dict()}
+        state = {**super().state_dict(), "nets": self.nets.state_dict(), "updates": self.updates,
+                 "actor_optimizer": self.actor_optimizer.state_dict(),
+                 "critic_optimizer": self.critic_optimizer.state_dict()}
+        if self.planner is not None:
+            state["planner"] = self.planner.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        if self.planner is not None and "planner" in state:
+            self.planner.load_state_dict(state["planner"])
         self.nets.load_state_dict(state["nets"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])

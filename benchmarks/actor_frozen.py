@@ -12,17 +12,25 @@ does after a world-model update). Every ``--eval-every`` updates: the greedy pol
 mode) over ``--episodes`` fresh episodes, success rate and mean length, printed as a table.
 Agent settings: the run's ``agent`` section (or the library defaults) with ``agent.key=value``
 overrides.
+
+Where the environment reports ``info["position"]`` (CueCorridor does), the table also says
+where the greedy episodes end: the share that reached the junction, and the policy's mean
+probabilities of (forward, left, right) in the corridor and at the junction per cue (the
+right exit is left for a red cue, right for a blue one), so a timeout can be told apart:
+stuck in the corridor (turning) or at the junction (walking on the spot).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 
 import torch
 
 from cwworld.agents import make_agent
+from cwworld.agents.actor_critic import features
 from cwworld.config import apply_overrides
 from cwworld.data.replay import ReplayBuffer
 from cwworld.envs import make_env, run_episodes
@@ -41,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="save the trained agent's state_dict here at the end")
     parser.add_argument("overrides", nargs="*", help="agent.key=value")
     args = parser.parse_intermixed_args(argv)
     if args.threads:
@@ -52,12 +61,20 @@ def main(argv=None) -> int:
     apply_overrides(config, args.overrides)
     env = make_env(args.env or config.data.env or "cwworld/CueCorridor-v0")
     learner = make_agent(config.agent, model, env.action_space, 1, env.observation_space, seed=args.seed)
-    actor = make_agent(config.agent, model, env.action_space, 1, env.observation_space, nets=learner.nets,
-                       evaluate=True, seed=args.seed)
+    # the actor's mode; with agent.plan_horizon > 0 also the planner acting on the critic
+    plain = copy.deepcopy(config.agent)
+    plain.plan_horizon = 0
+    actors = {"actor (mode)": make_agent(plain, model, env.action_space, 1, env.observation_space,
+                                         nets=learner.nets, evaluate=True, seed=args.seed)}
+    if config.agent.plan_horizon > 0:
+        actors[f"CEM + critic, {config.agent.plan_horizon} steps"] = make_agent(
+            config.agent, model, env.action_space, 1, env.observation_space, nets=learner.nets, evaluate=True,
+            seed=args.seed)
     buffer = ReplayBuffer.load(args.replay, episode_start_fraction=0.5)
     print(f"world model: {args.run} (step {step}); agent: {config.agent}", file=sys.stderr)
-    print("| updates | minutes | greedy success | mean return | mean length |")
-    print("|---|---|---|---|---|")
+    print("| updates | minutes | acting | success | mean return | mean length | reached junction "
+          "| actor's p(f, l, r): corridor | junction, red cue | junction, blue cue |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     started, seed = time.perf_counter(), 1_000_000
     for update in range(1, args.updates + 1):
         batch = {k: torch.as_tensor(v) for k, v in buffer.sample(args.batch, args.seq_len).items()}
@@ -65,11 +82,46 @@ def main(argv=None) -> int:
             _, _, traj = model.loss_terms(batch, with_trajectory=True)
         metrics = learner.update(traj, batch)
         if update % args.eval_every == 0 or update == args.updates:
-            stats = run_episodes(env, actor, args.episodes, seed=seed)
-            print(f"| {update} | {(time.perf_counter() - started) / 60:.1f} | {stats['success']:.0%} | "
-                  f"{stats['mean_return']:+.2f} | {stats['mean_length']:.0f} |", flush=True)
+            for name, actor in actors.items():
+                stats = greedy_episodes(env, actor, args.episodes, seed)
+                where = " | ".join(stats.get(k, "-") for k in ("junction", "corridor_probs", "red_probs",
+                                                              "blue_probs"))
+                print(f"| {update} | {(time.perf_counter() - started) / 60:.1f} | {name} | {stats['success']:.0%} | "
+                      f"{stats['mean_return']:+.2f} | {stats['mean_length']:.0f} | {where} |", flush=True)
             print({k: round(v, 4) for k, v in metrics.items()}, file=sys.stderr, flush=True)
+    if args.save:
+        torch.save(learner.state_dict(), args.save)
     return 0
+
+
+@torch.no_grad()
+def greedy_episodes(env, actor, episodes: int, seed: int) -> dict:
+    """:func:`run_episodes` plus, where ``info`` has ``position``, where the episodes went
+    (formatted strings ``junction``, ``corridor_probs``, ``red_probs``, ``blue_probs``)."""
+    _, info = env.reset(seed=seed)
+    length = getattr(env.unwrapped, "length", None)
+    if "position" not in info or length is None:
+        return run_episodes(env, actor, episodes, seed=seed)
+    returns, lengths, reached = [], [], 0
+    probs = {"corridor": [], 0: [], 1: []}  # policy probabilities where the actor acted
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        actor.reset()
+        ret, steps, done, junction = 0.0, 0, False, False
+        while not done:
+            action = actor(obs)
+            p = actor.distribution(features(actor.state)).probs[0]  # the actor's, also when a planner acts
+            at_junction = info["position"] == length
+            junction |= at_junction
+            probs[info["cue"] if at_junction else "corridor"].append(p)
+            obs, reward, terminated, truncated, info = env.step(action)
+            ret, steps, done = ret + float(reward), steps + 1, terminated or truncated
+        returns.append(ret), lengths.append(steps)
+        reached += junction
+    fmt = lambda ps: "-" if not ps else " / ".join(f"{v:.2f}" for v in torch.stack(ps).mean(0).tolist())
+    return {"success": sum(r > 0 for r in returns) / episodes, "mean_return": sum(returns) / episodes,
+            "mean_length": sum(lengths) / episodes, "junction": f"{reached / episodes:.0%}",
+            "corridor_probs": fmt(probs["corridor"]), "red_probs": fmt(probs[0]), "blue_probs": fmt(probs[1])}
 
 
 if __name__ == "__main__":

@@ -345,6 +345,8 @@ class AgentConfig:
     hidden: int = 256  # actor_critic: width of the actor's and critic's MLPs
     replay: float = 0.0  # actor_critic: weight of its losses on the batch's real steps (0 = imagination only)
     input_norm: bool = False  # actor_critic: standardise the actor's and critic's features per dimension
+    start: int = 0  # actor_critic: world-model updates before it starts learning and collecting (random until then)
+    plan_horizon: int = 0  # actor_critic: act by CEM over this many steps, the critic as terminal value (0 = actor)
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
 
@@ -358,6 +360,8 @@ class AgentConfig:
         for name in ("actor_lr", "critic_lr"):
             _check_range(f"agent.{name}", getattr(self, name), 0.0, 1.0, low_open=True)
         _check_min("agent.eval_every", self.eval_every, 0)
+        _check_min("agent.start", self.start, 0)
+        _check_min("agent.plan_horizon", self.plan_horizon, 0)
         _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)
         _check_range("agent.explore", self.explore, 0.0, 1.0)
         if self.elites > self.population:

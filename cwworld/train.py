@@ -280,7 +280,9 @@ class Trainer:
                                 seed=seed, explore=agent.explore)
 
         def _collect(steps):
-            policy = self.policy if len(self.buffer) < data.prefill else self.agent
+            # random until the prefill is there, and for an actor-critic until it starts learning
+            learning = agent.kind != "actor_critic" or getattr(self, "step", 0) >= agent.start
+            policy = self.agent if len(self.buffer) >= data.prefill and learning else self.policy
             stats = collect(self.env, policy, steps, None if vector else self.buffer, progress=False,
                             seed=seed + len(self.buffer))
             for worker in range(data.num_envs):  # one stream per environment and round: a resumed run
@@ -321,7 +323,8 @@ class Trainer:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
         model, cfg = self.model, self.config.train
         batch = check_batch(model, batch)
-        learner = self.agent if self.online and self.config.agent.kind == "actor_critic" else None
+        agent = self.config.agent
+        learner = self.agent if self.online and agent.kind == "actor_critic" and self.step >= agent.start else None
         noise = self._noise(*batch["image"].shape[:2])
         if cfg.sync_every > 1 and learner is None and self.world == 1:  # nothing read back to the host
             if cfg.cuda_graph:

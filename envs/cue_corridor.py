@@ -19,6 +19,8 @@ So the reward at the end depends on something only visible ``length`` steps earl
 the kind of long-range memory the slow levels of a CW-VAE are for.
 
 Observations: ``uint8 [64, 64, 3]``; actions: ``Discrete(3)`` (0 forward, 1 left, 2 right).
+``info``: ``cue`` (0 red, 1 blue) and ``position`` (cells walked; ``length`` at the junction),
+for diagnosing agents (an agent acts on the frames only).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class CueCorridor(gym.Env):
         super().reset(seed=seed)
         self._cue = int(self.np_random.integers(2))
         self._pos, self._t, self._outcome = 0, 0, None
-        return self._frame(), {"cue": self._cue}
+        return self._frame(), self._info()
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -68,7 +70,11 @@ class CueCorridor(gym.Env):
             reward, terminated = (1.0 if chosen == self._cue else -1.0), True
             self._outcome = chosen == self._cue
         truncated = not terminated and self._t >= self.max_steps
-        return self._frame(), reward, terminated, truncated, {"cue": self._cue}
+        return self._frame(), reward, terminated, truncated, self._info()
+
+    def _info(self) -> dict:
+        """``cue`` (0 red, 1 blue) and ``position`` (cells walked, ``length`` at the junction)."""
+        return {"cue": self._cue, "position": self._pos}
 
     def render(self):
         return self._frame()

@@ -374,3 +374,37 @@ def test_input_norm_standardises_the_actor_and_critic_features_with_moments_of_r
     copy = ActorCritic(model, space, ActorCriticConfig(horizon=3, input_norm=True), 1, seed=0)
     copy.load_state_dict(agent.state_dict())  # saved with the agent
     assert torch.equal(copy.nets.input_norm.mean, norm.mean) and int(copy.nets.input_norm.count) == 1
+
+
+class _NegatedReward(torch.nn.Module):
+    """A stand-in critic: minus ``scale`` times the world model's reward prediction at the features."""
+
+    def __init__(self, model, scale):
+        super().__init__()
+        self.heads, self.scale, self.bottom = model.heads, scale, model.stoch[0] + model.deter[0]
+
+    def forward(self, feats):
+        return -self.scale * self.heads.reward_value(feats[..., :self.bottom])[..., None]
+
+
+def test_plan_horizon_acts_by_cem_with_the_critic_as_terminal_value(trained_model):
+    """An untrained actor that plans pushes right like CEM; a critic that values states by minus
+    their reward turns the same planner around (it pushes left): the critic steers the plan."""
+    space = PushSquare().action_space
+    config = ActorCriticConfig(plan_horizon=3, plan_population=64, plan_elites=8, plan_iterations=3)
+    agent = ActorCritic(trained_model, space, config, 8, seed=0)
+    assert agent.planner is not None and agent.planner.terminal_value == agent.value
+    torch.manual_seed(0)
+    random = _mean_reward(RandomAgent(space, 8, seed=0))
+    planned = _mean_reward(agent)  # the critic is zero at first: the plan follows the rewards alone
+    assert planned > random + 0.15, (planned, random)
+    mode = ActorCritic(trained_model, space, ActorCriticConfig(sample_actions=False), 8, nets=agent.nets, seed=0)
+    assert abs(_mean_reward(mode) - random) < 0.1  # the actor itself is still the uniform policy
+    agent.nets.critic = _NegatedReward(trained_model, 100.0)
+    against = _mean_reward(agent)
+    assert against < random - 0.1, (against, random)
+    restored = ActorCritic(trained_model, space, config, 8, seed=1)
+    restored.load_state_dict(ActorCritic(trained_model, space, config, 8, seed=0).state_dict())
+    assert torch.equal(restored.planner.generator.get_state(), torch.Generator().manual_seed(0).get_state())
+    with pytest.raises(ValueError, match="plan_horizon"):
+        ActorCriticConfig(plan_horizon=-1).validate()
