@@ -28,7 +28,8 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
     """The agent a :class:`cwworld.config.AgentConfig` describes, acting with ``model``.
 
     ``nets``: an actor-critic's networks to share (e.g. those being trained); ``evaluate``: act
-    by the actor-critic's mode instead of sampling."""
+    by the actor-critic's mode instead of sampling, or with ``plan_horizon`` by planning (which
+    collecting agents do only with ``plan_collect``)."""
     if config.kind == "random":
         return RandomAgent(action_space, num_envs, model=None, seed=seed)
     if config.kind == "actor_critic":
@@ -36,7 +37,8 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                                entropy=config.entropy, actor_lr=config.actor_lr, critic_lr=config.critic_lr,
                                starts=config.starts, hidden=config.hidden, explore=explore,
                                sample_actions=not evaluate, replay=config.replay,
-                               input_norm=config.input_norm, plan_horizon=config.plan_horizon,
+                               input_norm=config.input_norm,
+                               plan_horizon=config.plan_horizon if evaluate or config.plan_collect else 0,
                                plan_population=config.population, plan_elites=config.elites,
                                plan_iterations=config.iterations)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)

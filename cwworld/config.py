@@ -347,6 +347,7 @@ class AgentConfig:
     input_norm: bool = False  # actor_critic: standardise the actor's and critic's features per dimension
     start: int = 0  # actor_critic: world-model updates before it starts learning and collecting (random until then)
     plan_horizon: int = 0  # actor_critic: act by CEM over this many steps, the critic as terminal value (0 = actor)
+    plan_collect: bool = False  # actor_critic with plan_horizon: also collect by planning (default: the sampled actor)
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
 

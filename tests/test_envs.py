@@ -264,8 +264,8 @@ def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
 
 def test_the_actor_critic_starts_learning_at_agent_start_and_can_act_by_planning(tmp_path):
     """``agent.start``: no actor-critic update (and no agent metrics) before that many world-model
-    updates, one per update after; ``agent.plan_horizon``: the run collects and is evaluated by CEM
-    on the critic, and its checkpoint keeps the planner's random state."""
+    updates, one per update after; ``agent.plan_horizon`` with ``plan_collect``: the run collects
+    and is evaluated by CEM on the critic, and its checkpoint keeps the planner's random state."""
     import json
 
     from cwworld.cli import main
@@ -277,8 +277,8 @@ def test_the_actor_critic_starts_learning_at_agent_start_and_can_act_by_planning
                  "model.head_hidden=8", "data.prefill=30", "data.collect_every=2", "data.collect_steps=12",
                  "train.save_every=6", "train.sample_every=100", "train.log_every=1", "train.steps=6",
                  "agent.horizon=3", "agent.starts=8", "agent.hidden=8", "agent.eval_every=6", "agent.eval_episodes=1",
-                 "agent.start=4", "agent.plan_horizon=2", "agent.population=8", "agent.elites=2",
-                 "agent.iterations=1"]) == 0
+                 "agent.start=4", "agent.plan_horizon=2", "agent.plan_collect=true", "agent.population=8",
+                 "agent.elites=2", "agent.iterations=1"]) == 0
     logged = {m["step"]: m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     assert [step for step in sorted(logged) if "agent/critic_loss" in logged[step]] == [5, 6]
     state = read_checkpoint(run / "checkpoints" / "latest.pt")
