@@ -23,7 +23,7 @@ stuck in the corridor (turning) or at the junction (walking on the spot).
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import sys
 import time
 
@@ -62,8 +62,7 @@ def main(argv=None) -> int:
     env = make_env(args.env or config.data.env or "cwworld/CueCorridor-v0")
     learner = make_agent(config.agent, model, env.action_space, 1, env.observation_space, seed=args.seed)
     # the actor's mode; with agent.plan_horizon > 0 also the planner acting on the critic
-    plain = copy.deepcopy(config.agent)
-    plain.plan_horizon = 0
+    plain = dataclasses.replace(config.agent, plan_horizon=0)
     actors = {"actor (mode)": make_agent(plain, model, env.action_space, 1, env.observation_space,
                                          nets=learner.nets, evaluate=True, seed=args.seed)}
     if config.agent.plan_horizon > 0:
@@ -98,30 +97,24 @@ def main(argv=None) -> int:
 def greedy_episodes(env, actor, episodes: int, seed: int) -> dict:
     """:func:`run_episodes` plus, where ``info`` has ``position``, where the episodes went
     (formatted strings ``junction``, ``corridor_probs``, ``red_probs``, ``blue_probs``)."""
-    _, info = env.reset(seed=seed)
     length = getattr(env.unwrapped, "length", None)
-    if "position" not in info or length is None:
-        return run_episodes(env, actor, episodes, seed=seed)
-    returns, lengths, reached = [], [], 0
-    probs = {"corridor": [], 0: [], 1: []}  # policy probabilities where the actor acted
-    for episode in range(episodes):
-        obs, info = env.reset(seed=seed + episode)
-        actor.reset()
-        ret, steps, done, junction = 0.0, 0, False, False
-        while not done:
-            action = actor(obs)
-            p = actor.distribution(features(actor.state)).probs[0]  # the actor's, also when a planner acts
-            at_junction = info["position"] == length
-            junction |= at_junction
-            probs[info["cue"] if at_junction else "corridor"].append(p)
-            obs, reward, terminated, truncated, info = env.step(action)
-            ret, steps, done = ret + float(reward), steps + 1, terminated or truncated
-        returns.append(ret), lengths.append(steps)
-        reached += junction
+    probs = {"corridor": [], 0: [], 1: []}  # the actor's probabilities where it acted (also when a planner acts)
+    arrivals = [0, False]  # arrivals at the junction (one per episode that gets there: it never leaves), was there
+
+    def on_step(info):
+        if "position" not in info or length is None:
+            return
+        at_junction = info["position"] == length
+        arrivals[0] += at_junction and not arrivals[1]
+        arrivals[1] = at_junction
+        probs[info["cue"] if at_junction else "corridor"].append(actor.distribution(features(actor.state)).probs[0])
+
+    stats = run_episodes(env, actor, episodes, seed=seed, on_step=on_step)
+    if not any(probs.values()):
+        return stats
     fmt = lambda ps: "-" if not ps else " / ".join(f"{v:.2f}" for v in torch.stack(ps).mean(0).tolist())
-    return {"success": sum(r > 0 for r in returns) / episodes, "mean_return": sum(returns) / episodes,
-            "mean_length": sum(lengths) / episodes, "junction": f"{reached / episodes:.0%}",
-            "corridor_probs": fmt(probs["corridor"]), "red_probs": fmt(probs[0]), "blue_probs": fmt(probs[1])}
+    return {**stats, "junction": f"{arrivals[0] / episodes:.0%}", "corridor_probs": fmt(probs["corridor"]),
+            "red_probs": fmt(probs[0]), "blue_probs": fmt(probs[1])}
 
 
 if __name__ == "__main__":

@@ -219,6 +219,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.train.lr, eps=config.train.adam_eps,
                                           fused=True if config.train.sync_every > 1 else None,
                                           capturable=config.train.cuda_graph)
+        self.step = 0  # before the prefill: whether the agent collects depends on it
         if self.online:
             self.dataset = self._start_online()
         else:
@@ -226,7 +227,6 @@ class Trainer:
         summary = getattr(self.dataset, "summary", None)
         if summary is not None:
             self.console.print(f"data: {summary}")
-        self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self._nonfinite = None  # sync_every > 1: (in a row, in all since the last read) on the device
@@ -281,8 +281,8 @@ class Trainer:
 
         def _collect(steps):
             # random until the prefill is there, and for an actor-critic until it starts learning
-            learning = agent.kind != "actor_critic" or getattr(self, "step", 0) >= agent.start
-            policy = self.agent if len(self.buffer) >= data.prefill and learning else self.policy
+            waiting = agent.kind == "actor_critic" and self._learner() is None
+            policy = self.agent if len(self.buffer) >= data.prefill and not waiting else self.policy
             stats = collect(self.env, policy, steps, None if vector else self.buffer, progress=False,
                             seed=seed + len(self.buffer))
             for worker in range(data.num_envs):  # one stream per environment and round: a resumed run
@@ -319,12 +319,18 @@ class Trainer:
         for batch in loader:
             yield {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
 
+    def _learner(self):
+        """The actor-critic to update after this step's world-model update (from ``agent.start``
+        on), or None."""
+        agent = self.config.agent
+        online_ac = self.online and agent.kind == "actor_critic"
+        return self.agent if online_ac and self.step >= agent.start else None
+
     def train_step(self, batch: dict) -> dict[str, float]:
         """One update. A non-finite loss or gradient norm skips it and is counted."""
         model, cfg = self.model, self.config.train
         batch = check_batch(model, batch)
-        agent = self.config.agent
-        learner = self.agent if self.online and agent.kind == "actor_critic" and self.step >= agent.start else None
+        learner = self._learner()
         noise = self._noise(*batch["image"].shape[:2])
         if cfg.sync_every > 1 and learner is None and self.world == 1:  # nothing read back to the host
             if cfg.cuda_graph:

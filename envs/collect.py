@@ -153,23 +153,30 @@ def _episode_summary(returns: list, lengths: list) -> dict:
 
 
 def run_episodes(env: gym.Env, policy: Callable, episodes: int, seed: Optional[int] = None,
-                 max_steps: int = 100_000) -> dict:
+                 max_steps: int = 100_000, on_step: Optional[Callable[[dict], None]] = None) -> dict:
     """Run ``episodes`` whole episodes (no recording) and summarise them: ``mean_return``,
     ``success`` (the fraction of episodes with a positive return), ``mean_length``, and the
     per-episode ``returns`` and ``lengths``. ``max_steps`` bounds the total work. ``env`` may be
-    a vector env (:func:`cwworld.envs.make_vector_env`): its environments share the episodes."""
+    a vector env (:func:`cwworld.envs.make_vector_env`): its environments share the episodes.
+    ``on_step(info)`` (one environment only): called after each action is chosen, with the
+    ``info`` of the observation it was chosen on (e.g. to inspect the agent where it acted)."""
     if episodes < 1:
         raise ValueError(f"run_episodes: episodes must be >= 1, found {episodes}")
     if isinstance(env, gym.vector.VectorEnv):
+        if on_step is not None:
+            raise ValueError("run_episodes: on_step needs a single environment, not a vector env")
         return _run_episodes_vector(env, policy, episodes, seed, max_steps)
     reset_policy = getattr(policy, "reset", lambda: None)
     returns, lengths, steps = [], [], 0
     for episode in range(episodes):
-        obs, _ = env.reset(seed=None if seed is None else seed + episode)
+        obs, info = env.reset(seed=None if seed is None else seed + episode)
         reset_policy()
         ret, length, done = 0.0, 0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            action = policy(obs)
+            if on_step is not None:
+                on_step(info)
+            obs, reward, terminated, truncated, info = env.step(action)
             ret, length, steps = ret + float(reward), length + 1, steps + 1
             done = terminated or truncated
             if steps >= max_steps:
