@@ -51,7 +51,7 @@ def eval_env(env_id: str, num_envs: int):
 
 
 def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, extra: list[str],
-        eval_envs: int = 1, keep: Path | None = None) -> dict:
+        eval_envs: int = 1, keep: Path | None = None, preset_name: str | None = None) -> dict:
     env_id = ENVS[env_key]
     result = {"env": env_id, "model": model_kind if agent != "random" else "-", "agent": agent}
     if agent == "random":
@@ -63,7 +63,7 @@ def row(env_key: str, model_kind: str, agent: str, steps: int, episodes: int, ex
                 "train_s": 0.0, "decisions_per_s": sum(stats["lengths"]) / seconds, "params": 0}
     overrides = [f"data.env={env_id}", f"agent.kind={agent}", "agent.eval_every=0", f"train.steps={steps}",
                  "train.sample_every=1000000", "train.save_every=1000000", "train.tensorboard=false", *extra]
-    config = load_config(preset(env_key, agent), overrides)
+    config = load_config(preset_name or preset(env_key, agent), overrides)
     if model_kind == "rssm":
         config.model = matched_rssm(config.model)
     with tempfile.TemporaryDirectory() as scratch:
@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--keep", type=Path, help="keep each row's run directory (metrics.jsonl with the "
                         "evaluations of agent.eval_every, checkpoints) under this folder, as ENV_MODEL_AGENT")
+    parser.add_argument("--preset", help="start every trained row from this preset (default: cue_corridor_ac for "
+                        "the actor-critic, cue_corridor_agent for the planners, point_reach_ac on PointReach)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every trained row")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
                 if agent == "clockwork" and model_kind == "rssm":
                     continue  # the Clockwork planner needs an upper level
                 rows.append(row(env_key, model_kind, agent, args.steps, args.episodes, args.overrides,
-                                args.eval_envs, args.keep))
+                                args.eval_envs, args.keep, args.preset))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print("| env | world model | params | agent | success | mean return | env steps | train time | decisions/s |")
     print("|---|---|---|---|---|---|---|---|---|")

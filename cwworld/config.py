@@ -350,6 +350,7 @@ class AgentConfig:
     plan_collect: bool = False  # actor_critic with plan_horizon: also collect by planning (default: the sampled actor)
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
+    eval_envs: int = 0  # environments side by side in an evaluation (a vector env; 0 = data.num_envs)
 
     def validate(self) -> None:
         for name in ("horizon", "population", "elites", "iterations", "level", "windows", "eval_episodes", "starts",
@@ -361,6 +362,7 @@ class AgentConfig:
         for name in ("actor_lr", "critic_lr"):
             _check_range(f"agent.{name}", getattr(self, name), 0.0, 1.0, low_open=True)
         _check_min("agent.eval_every", self.eval_every, 0)
+        _check_min("agent.eval_envs", self.eval_envs, 0)
         _check_min("agent.start", self.start, 0)
         _check_min("agent.plan_horizon", self.plan_horizon, 0)
         _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)

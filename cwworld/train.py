@@ -644,7 +644,7 @@ class Trainer:
         from .agents import make_agent
         from .envs import env_spaces, make_env, make_vector_env, run_episodes
 
-        envs = min(self.config.data.num_envs, self.config.agent.eval_episodes)
+        envs = min(self.config.agent.eval_envs or self.config.data.num_envs, self.config.agent.eval_episodes)
         if getattr(self, "eval_env", None) is None:
             self.eval_env = make_vector_env(self.config.data.env, envs) if envs > 1 else make_env(self.config.data.env)
         agent = make_agent(self.config.agent, self.model, env_spaces(self.eval_env)[0], envs, seed=self.step,

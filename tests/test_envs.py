@@ -232,6 +232,27 @@ def test_online_training_collects_with_a_planner_and_evaluates_it(tmp_path):
     assert "eval/return" not in logged[1]
 
 
+def test_agent_eval_envs_evaluates_in_a_vector_env_of_that_many_environments(tmp_path):
+    """``agent.eval_envs`` runs the evaluation episodes side by side (data.num_envs is 1 here)."""
+    from cwworld.config import load_config
+    from cwworld.train import Trainer
+    from test_train import TINY
+
+    config = load_config("cue_corridor_agent", [*TINY, "model.channels=3", "model.action_dim=3", "model.head_hidden=8",
+                                                "data.prefill=30", "agent.kind=cem", "agent.horizon=2",
+                                                "agent.population=8", "agent.elites=2", "agent.iterations=1",
+                                                "agent.eval_episodes=4", "agent.eval_envs=3"])
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    metrics = trainer.evaluate_agent()
+    assert trainer.eval_env.num_envs == 3 and config.data.num_envs == 1
+    assert -1 <= metrics["eval/return"] <= 1 and 1 <= metrics["eval/length"] <= 100
+    config.agent.eval_envs = -1
+    from cwworld.config import ConfigError
+
+    with pytest.raises(ConfigError, match="agent.eval_envs"):
+        config.agent.validate()
+
+
 def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
     """Online training with the actor-critic: its updates are logged, and a run stopped at a
     checkpoint and resumed ends with the same world model, actor, critic and metrics as one
