@@ -234,7 +234,7 @@ def test_online_training_collects_with_a_planner_and_evaluates_it(tmp_path):
 
 def test_agent_eval_envs_evaluates_in_a_vector_env_of_that_many_environments(tmp_path):
     """``agent.eval_envs`` runs the evaluation episodes side by side (data.num_envs is 1 here)."""
-    from cwworld.config import load_config
+    from cwworld.config import ConfigError, load_config
     from cwworld.train import Trainer
     from test_train import TINY
 
@@ -247,8 +247,6 @@ def test_agent_eval_envs_evaluates_in_a_vector_env_of_that_many_environments(tmp
     assert trainer.eval_env.num_envs == 3 and config.data.num_envs == 1
     assert -1 <= metrics["eval/return"] <= 1 and 1 <= metrics["eval/length"] <= 100
     config.agent.eval_envs = -1
-    from cwworld.config import ConfigError
-
     with pytest.raises(ConfigError, match="agent.eval_envs"):
         config.agent.validate()
 
