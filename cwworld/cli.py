@@ -53,10 +53,21 @@ def _train(args) -> int:
     try:
         return _train_here(args)
     finally:
-        import torch.distributed as dist
+        if world > 1:
+            _leave_process_group(synchronize=False)  # a failed run: do not wait for the others
 
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+
+def _leave_process_group(synchronize: bool = True) -> None:
+    """Destroy the process group of a distributed run, if one is initialised. With ``synchronize``
+    every rank first waits for the others: ``destroy_process_group`` is collective, and a gloo rank
+    that tears its group down while another still trains or writes can abort (SIGABRT)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if synchronize:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def _join_process_group(args) -> None:
@@ -120,9 +131,12 @@ def _train_here(args) -> int:
     except NonFiniteLossError as err:
         console.print(f"[red]{err}[/]")
         return 3
+    step = trainer.step
+    del trainer  # the DistributedDataParallel wrapper goes before its process group
+    _leave_process_group()  # every rank together; rank 0 then evaluates alone
     if metrics:
         kls = ", ".join(f"kl/{l} {metrics[f'kl/{l}']:.2f}" for l in range(cfg.model.levels))
-        console.print(f"step {trainer.step}: loss {metrics['loss']:.2f}, nll {metrics['nll']:.2f}, {kls}")
+        console.print(f"step {step}: loss {metrics['loss']:.2f}, nll {metrics['nll']:.2f}, {kls}")
     console.print(f"checkpoint: {run_dir / 'checkpoints' / 'latest.pt'}")
     samples = sorted((run_dir / "samples").glob("*.gif"))
     if samples:
