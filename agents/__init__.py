@@ -40,7 +40,7 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                                input_norm=config.input_norm,
                                plan_horizon=config.plan_horizon if evaluate or config.plan_collect else 0,
                                plan_population=config.population, plan_elites=config.elites,
-                               plan_iterations=config.iterations)
+                               plan_iterations=config.iterations, plan_discount=config.plan_discount)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
                   discount=config.discount, explore=explore)
@@ -52,23 +52,32 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                 seed=seed)
 
 
-def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = True, device="cpu"):
+def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = True, device="cpu", overrides=(),
+               seed=None):
     """The agent of a trained online run, ready to act: ``(agent, config)``.
 
     The world model and (for ``agent.kind: actor_critic``) the actor and critic come from the
     run's checkpoint (default ``latest.pt``); the action and observation spaces from
     ``config.data.env``. ``evaluate``: act without exploration (the actor's mode).
+    ``overrides``: ``agent.key=value`` strings that change how the agent acts (e.g.
+    ``agent.plan_discount=0.5``); what it learned is the checkpoint's. ``seed``: the agent's
+    random generator (planner samples).
     """
+    from cwworld.config import ConfigError, apply_overrides
     from cwworld.envs import make_env
     from cwworld.train import model_from_checkpoint, run_checkpoint
 
+    bad = [o for o in overrides if not str(o).startswith("agent.")]
+    if bad:
+        raise ConfigError(f"load_agent: only agent.* settings change how a trained agent acts, found {bad}")
     path, state = run_checkpoint(run_dir, checkpoint)  # read once: the world model and the actor
     model, config, _ = model_from_checkpoint(path, state, device=device)
+    config = apply_overrides(config, overrides)
     if not config.data.env:
         raise ValueError(f"load_agent: {run_dir} is not an online run (its config has no data.env)")
     env = make_env(config.data.env)
     agent = make_agent(config.agent, model, env.action_space, num_envs, env.observation_space,
-                       explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate)
+                       explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate, seed=seed)
     if "agent" in state and hasattr(agent, "nets"):
         agent.nets.load_state_dict(state["agent"]["nets"])
     env.close()

@@ -54,6 +54,13 @@ the entropy bonus and the return's noise, can leave the actor's mode on the usel
 greedy episode then never ends), while the critic ranks the states ``plan_horizon`` steps apart by
 a margin ``plan_horizon`` times larger, and the planner acts on that ranking. Exploration while
 collecting: a uniform action with chance ``explore`` (the planner's own ``explore``).
+``plan_discount`` (default ``discount``) discounts the candidates' scores only: a lower one trusts
+the rewards the world model predicts within the plan more than the critic's value of the state
+after it. What it is for: a critic that values a decision point above the reward the model
+predicts for the right decision (e.g. blind to the cue there: the mean over both cues) makes the
+planner wait at it for ever, as waiting keeps ``discount**plan_horizon`` of that value; with
+``plan_discount**plan_horizon`` small the predicted reward wins. Where the plan cannot reach a
+reward, all candidates are scaled alike and the critic still ranks them.
 
 Distributions: discrete actions are a categorical mixed with 1% uniform (every action keeps
 some probability); Box actions a Gaussian whose mean is squashed into the bounds by ``tanh``
@@ -108,6 +115,7 @@ class ActorCriticConfig:
     plan_population: int = 128  # planning: candidates per environment and iteration
     plan_elites: int = 16
     plan_iterations: int = 3
+    plan_discount: float = 0.0  # planning: discount of the candidates' scores (0: ``discount``)
 
     def validate(self) -> None:
         for name in ("horizon", "starts", "hidden", "layers", "plan_population", "plan_elites", "plan_iterations"):
@@ -119,6 +127,8 @@ class ActorCriticConfig:
         for name in ("actor_lr", "critic_lr", "min_std", "max_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ActorCriticConfig.{name} must be > 0, found {getattr(self, name)}")
+        if not 0.0 <= self.plan_discount <= 1.0:
+            raise ValueError(f"ActorCriticConfig.plan_discount must lie in [0, 1], found {self.plan_discount}")
         if self.replay < 0 or self.plan_horizon < 0:
             raise ValueError(f"ActorCriticConfig: replay and plan_horizon must be >= 0, found {self.replay}, "
                              f"{self.plan_horizon}")
@@ -205,7 +215,8 @@ class ActorCritic(Agent):
 
             cfg = self.config
             plan = CEMConfig(horizon=cfg.plan_horizon, population=cfg.plan_population, elites=cfg.plan_elites,
-                             iterations=cfg.plan_iterations, discount=cfg.discount, explore=cfg.explore)
+                             iterations=cfg.plan_iterations, discount=cfg.plan_discount or cfg.discount,
+                             explore=cfg.explore)
             self.planner = CEMPlanner(model, action_space, plan, num_envs, observation_space,
                                       terminal_value=self.value, seed=seed)
 

@@ -347,6 +347,7 @@ class AgentConfig:
     input_norm: bool = False  # actor_critic: standardise the actor's and critic's features per dimension
     start: int = 0  # actor_critic: world-model updates before it starts learning and collecting (random until then)
     plan_horizon: int = 0  # actor_critic: act by CEM over this many steps, the critic as terminal value (0 = actor)
+    plan_discount: float = 0.0  # actor_critic with plan_horizon: discount of the plans' scores (0 = discount)
     plan_collect: bool = False  # actor_critic with plan_horizon: also collect by planning (default: the sampled actor)
     eval_every: int = 0  # training steps between evaluations (0 = none; online runs only)
     eval_episodes: int = 10  # episodes per evaluation (no exploration)
@@ -365,6 +366,7 @@ class AgentConfig:
         _check_min("agent.eval_envs", self.eval_envs, 0)
         _check_min("agent.start", self.start, 0)
         _check_min("agent.plan_horizon", self.plan_horizon, 0)
+        _check_range("agent.plan_discount", self.plan_discount, 0.0, 1.0)
         _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)
         _check_range("agent.explore", self.explore, 0.0, 1.0)
         if self.elites > self.population:

@@ -8,6 +8,7 @@ import torch
 from cwworld.agents import (ActorCritic, ActorCriticConfig, CEMConfig, CEMPlanner, ClockworkConfig, ClockworkPlanner,
                             MPPIConfig, MPPIPlanner, RandomAgent, make_agent)
 from cwworld.agents.actor_critic import lambda_returns
+from cwworld.config import AgentConfig, ConfigError
 
 from conftest import squares_video, tiny_model, train_on
 
@@ -403,6 +404,17 @@ def test_plan_horizon_acts_by_cem_with_the_critic_as_terminal_value(trained_mode
     agent.nets.critic = _NegatedReward(trained_model, 100.0)
     against = _mean_reward(agent)
     assert against < random - 0.1, (against, random)
+    # plan_discount scales the critic's term by plan_discount**3 and the rewards' by less: at 0.05 the
+    # rewards the world model predicts within the plan outweigh the same critic, and it pushes right again
+    trusting = ActorCritic(trained_model, space, ActorCriticConfig(plan_horizon=3, plan_population=64, plan_elites=8,
+                                                                   plan_iterations=3, plan_discount=0.05),
+                           8, nets=agent.nets, seed=0)
+    assert trusting.planner.config.discount == 0.05 and agent.planner.config.discount == config.discount
+    assert _mean_reward(trusting) > random + 0.15
+    assert make_agent(AgentConfig(kind="actor_critic", plan_horizon=3, plan_discount=0.8), trained_model, space,
+                      2, evaluate=True).planner.config.discount == 0.8
+    with pytest.raises(ConfigError, match="agent.plan_discount"):
+        AgentConfig(plan_discount=1.5).validate()
     restored = ActorCritic(trained_model, space, config, 8, seed=1)
     restored.load_state_dict(ActorCritic(trained_model, space, config, 8, seed=0).state_dict())
     assert torch.equal(restored.planner.generator.get_state(), torch.Generator().manual_seed(0).get_state())

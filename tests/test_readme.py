@@ -1,7 +1,10 @@
 """The README's runnable examples run as written."""
 
+import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,3 +38,17 @@ def test_trained_agent_example_runs(tmp_path, capsys):
     exec(compile(code, "README trained-agent example", "exec"), {})
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"success \d+%, mean episode length \d+", line), line
+    # how it acts can change (what it learned cannot), and benchmarks/agent_eval.py repeats that
+    from cwworld.agents import load_agent
+    from cwworld.config import ConfigError
+
+    agent, _ = load_agent(run, overrides=["agent.plan_horizon=2", "agent.plan_discount=0.5"])
+    assert (agent.planner.config.horizon, agent.planner.config.discount) == (2, 0.5)
+    with pytest.raises(ConfigError, match=r"only agent\.\* settings.*model.levels=3"):
+        load_agent(run, overrides=["model.levels=3"])
+    spec = importlib.util.spec_from_file_location("agent_eval", Path(__file__).parents[1] / "benchmarks" / "agent_eval.py")
+    agent_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent_eval)
+    rows = [agent_eval.evaluate(str(run), settings, episodes=2, envs=2) for settings in ([], ["agent.plan_horizon=2"])]
+    assert [(r["episodes"], r["step"], r["variant"]) for r in rows] == [(2, 2, "(as trained)"), (2, 2, "agent.plan_horizon=2")]
+    assert all(0.0 <= r["success"] <= 1.0 and 1 <= r["length"] <= 100 for r in rows)
