@@ -6,13 +6,16 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import io
 import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Union
 
+import numpy as np
 import torch
 
 
@@ -205,3 +208,26 @@ class RunLock:
     def release(self) -> None:
         if not self._file.closed:
             self._file.close()  # closing the descriptor drops the flock
+
+
+NPY_HEADER_LOCK = threading.Lock()
+"""Held while numpy parses a ``.npy`` header. numpy parses headers with ``ast.literal_eval``, and
+CPython 3.11 can fail that with a spurious ``SystemError: AST constructor recursion depth
+mismatch`` when several threads parse at once (CPython gh-106905); the readers that decode in
+threads (:class:`cwworld.data.VideoFolder`, the MineRL converter) go through the two helpers below."""
+
+
+def npz_member(npz, key: str) -> np.ndarray:
+    """``npz[key]`` of an open ``np.load(..., allow_pickle=False)`` archive, safe from several
+    threads at once: the member is decompressed outside :data:`NPY_HEADER_LOCK`, parsed inside it."""
+    name = key if key in npz.zip.namelist() else f"{key}.npy"
+    raw = npz.zip.read(name)  # zlib releases the GIL: threads still decompress side by side
+    with NPY_HEADER_LOCK:
+        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+
+
+def load_npy(path, mmap_mode=None) -> np.ndarray:
+    """``np.load(path, mmap_mode=mmap_mode, allow_pickle=False)`` of a ``.npy`` file, its header parsed
+    under :data:`NPY_HEADER_LOCK` (safe from several threads at once)."""
+    with NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)

@@ -275,3 +275,27 @@ def test_step_batch_sampler_is_a_function_of_the_step():
     assert next(iter(resumed)) == batches[3]
     assert StepBatchSampler(10, 4, seed=6).indices(0) != batches[0]
     assert len(StepBatchSampler(2, 5).indices(0)) == 5  # a batch larger than the dataset spans epochs
+
+
+def test_thread_safe_npy_readers_return_what_numpy_does(tmp_path):
+    """The readers that decode in threads parse .npy headers under one lock (CPython 3.11 can raise a
+    spurious SystemError when threads run ast.literal_eval at once); they read the same arrays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cwworld.utils import load_npy, npz_member
+
+    video = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "v.npz", image=video, reward=np.arange(6.0))
+    np.save(tmp_path / "c.npy", video)
+
+    def read(_):
+        with np.load(tmp_path / "v.npz", allow_pickle=False) as npz:
+            return npz_member(npz, "image"), npz_member(npz, "reward"), np.asarray(load_npy(tmp_path / "c.npy", "r"))
+
+    with ThreadPoolExecutor(4) as pool:
+        for image, reward, cached in pool.map(read, range(16)):
+            assert np.array_equal(image, video) and np.array_equal(cached, video)
+            assert np.array_equal(reward, np.arange(6.0))
+    np.savez(tmp_path / "o.npz", obj=np.array([{"a": 1}], dtype=object))
+    with np.load(tmp_path / "o.npz", allow_pickle=False) as npz, pytest.raises(ValueError, match="pickle"):
+        npz_member(npz, "obj")

@@ -38,7 +38,7 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, npz_member
 from .video import VideoError, read_video
 
 __all__ = [
@@ -122,7 +122,7 @@ def read_v0_stream(stream_dir: Union[str, os.PathLike], image_size: int = 64) ->
             raise FileNotFoundError(f"MineRL stream {stream}: missing {name}")
     try:
         with np.load(stream / "rendered.npz", allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
+            data = {key: npz_member(npz, key) for key in npz.files}  # decoded in a thread
     except ValueError as err:  # e.g. object arrays, which would need pickle
         raise MineRLFormatError(f"MineRL stream {stream.name}: rendered.npz cannot be read without pickle "
                                 f"(refused): {err}") from err

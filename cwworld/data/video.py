@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils import atomic_output
+from ..utils import atomic_output, load_npy, npz_member
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".mkv", ".webm", ".mov", ".npz")
 CACHE_VERSION = 1
@@ -105,7 +105,7 @@ def _decode_npz(path: Path, channels: int) -> np.ndarray:
                 raise VideoError(f"{path}: expected an array named image, video or frames "
                                  f"(or a single array), found keys {sorted(data.files)}")
             key = keys[0] if keys else data.files[0]
-            video = data[key]
+            video = npz_member(data, key)
     except VideoError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
@@ -274,7 +274,7 @@ class VideoFolder(Dataset):
                 cached = self._cache_path(path)
                 if cached.exists():
                     try:
-                        return cached, len(np.load(cached, mmap_mode="r"))
+                        return cached, len(load_npy(cached, mmap_mode="r"))
                     except (ValueError, OSError, EOFError) as err:  # a damaged cache entry: decode again
                         warnings.warn(f"{cached}: unreadable decode cache for {path} ({err}); decoding again",
                                       stacklevel=2)
@@ -304,7 +304,7 @@ class VideoFolder(Dataset):
         if index in self._memory:
             return self._memory[index]
         if index not in self._maps:
-            self._maps[index] = np.load(self.paths[index], mmap_mode="r")
+            self._maps[index] = load_npy(self.paths[index], mmap_mode="r")
         return self._maps[index]
 
     def __getstate__(self):  # memory maps are reopened in each DataLoader worker
