@@ -7,7 +7,8 @@
 Each run's checkpoint (``latest.pt``) gives the world model and what the agent learned; each
 ``--variant`` (space-separated ``agent.key=value`` settings; none: the run's own) changes only how
 it acts (:func:`cwworld.agents.load_agent`). By default the evaluation is the one ``cwworld
-train`` ends with (:meth:`cwworld.train.Trainer.evaluate_agent`): ``agent.eval_episodes`` greedy
+train`` ends with (:meth:`cwworld.train.Trainer.evaluate_agent`, the same
+:func:`cwworld.train.evaluation_episodes`): ``agent.eval_episodes`` greedy
 episodes in ``agent.eval_envs`` environments side by side, environment seeds ``10,000 + step``
 on, the agent's generator and torch seeded with the checkpoint's step, so the run's own variant
 reproduces the success it logged. Columns: success (episodes with a positive return), mean
@@ -24,23 +25,20 @@ import torch
 
 from cwworld.agents import load_agent
 from cwworld.config import load_config
-from cwworld.envs import make_env, make_vector_env, run_episodes
-from cwworld.train import run_checkpoint
+from cwworld.train import eval_env_count, evaluation_episodes, make_eval_env, run_checkpoint
 
 
 def evaluate(run: str, settings: list[str], episodes: int = 0, envs: int = 0) -> dict:
     step = int(run_checkpoint(run)[1]["step"])
     config = load_config(Path(run) / "config.yaml", settings)  # the run's settings (its checkpoint's too)
-    episodes = episodes or config.agent.eval_episodes
-    envs = min(envs or config.agent.eval_envs or config.data.num_envs, episodes)
-    agent, config = load_agent(run, num_envs=envs, overrides=settings, seed=step)
-    env = make_vector_env(config.data.env, envs) if envs > 1 else make_env(config.data.env)
+    config.agent.eval_episodes = episodes or config.agent.eval_episodes
+    config.agent.eval_envs = envs or config.agent.eval_envs
+    env = make_eval_env(config)
+    agent, _ = load_agent(run, num_envs=eval_env_count(config), overrides=settings, seed=step)
     started = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(step)
-        stats = run_episodes(env, agent, episodes, seed=10_000 + step)
+    stats = evaluation_episodes(env, agent, config.agent.eval_episodes, step)
     env.close()
-    return {"run": run, "variant": " ".join(settings) or "(as trained)", "step": step, "episodes": episodes,
+    return {"run": run, "variant": " ".join(settings) or "(as trained)", "step": step, "episodes": config.agent.eval_episodes,
             "success": stats["success"], "return": stats["mean_return"], "length": stats["mean_length"],
             "wrong": sum(r < 0 for r in stats["returns"]), "seconds": time.perf_counter() - started}
 

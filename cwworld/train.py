@@ -642,16 +642,14 @@ class Trainer:
         """``agent.eval_episodes`` episodes of the agent (no exploration) in a fresh environment:
         ``eval/return`` (mean), ``eval/success`` (fraction with a positive return), ``eval/length``."""
         from .agents import make_agent
-        from .envs import env_spaces, make_env, make_vector_env, run_episodes
+        from .envs import env_spaces
 
-        envs = min(self.config.agent.eval_envs or self.config.data.num_envs, self.config.agent.eval_episodes)
         if getattr(self, "eval_env", None) is None:
-            self.eval_env = make_vector_env(self.config.data.env, envs) if envs > 1 else make_env(self.config.data.env)
-        agent = make_agent(self.config.agent, self.model, env_spaces(self.eval_env)[0], envs, seed=self.step,
-                           nets=getattr(self.agent, "nets", None), evaluate=True)  # the actor-critic being trained
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.step)  # the filter's sampling: keep the training RNG undisturbed
-            stats = run_episodes(self.eval_env, agent, self.config.agent.eval_episodes, seed=10_000 + self.step)
+            self.eval_env = make_eval_env(self.config)
+        agent = make_agent(self.config.agent, self.model, env_spaces(self.eval_env)[0], eval_env_count(self.config),
+                           seed=self.step, nets=getattr(self.agent, "nets", None),
+                           evaluate=True)  # the actor-critic being trained
+        stats = evaluation_episodes(self.eval_env, agent, self.config.agent.eval_episodes, self.step)
         self.console.print(f"step {self.step}: {self.config.agent.kind} agent over {len(stats['returns'])} episodes: "
                            f"return {stats['mean_return']:.2f}, success {stats['success']:.0%}, "
                            f"length {stats['mean_length']:.1f}")
@@ -794,6 +792,32 @@ def check_global_batch(config: Config, world: int) -> None:
     if config.train.batch_size % world:
         raise ValueError(f"train.batch_size ({config.train.batch_size}) is the global batch: it must split "
                          f"evenly over {world} processes")
+
+
+def eval_env_count(config: Config) -> int:
+    """Environments side by side in an online run's agent evaluation: ``agent.eval_envs``
+    (0: ``data.num_envs``), at most one per episode."""
+    return min(config.agent.eval_envs or config.data.num_envs, config.agent.eval_episodes)
+
+
+def make_eval_env(config: Config):
+    """The environment an online run's agent is evaluated in: a vector env of :func:`eval_env_count`."""
+    from .envs import make_env, make_vector_env
+
+    envs = eval_env_count(config)
+    return make_vector_env(config.data.env, envs) if envs > 1 else make_env(config.data.env)
+
+
+def evaluation_episodes(env, agent, episodes: int, step: int) -> dict:
+    """:func:`cwworld.envs.run_episodes` as an online run evaluates at ``step``: torch seeded with
+    ``step`` for the filter's sampling (in a fork: the caller's random state is left as it was),
+    environment seeds ``10,000 + step`` on. The same ``step`` and agent give the same episodes."""
+    from .envs import run_episodes
+
+    device = agent.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(step)
+        return run_episodes(env, agent, episodes, seed=10_000 + step)
 
 
 def _distributed() -> tuple[int, int]:
