@@ -294,13 +294,16 @@ class ActorCritic(Agent):
         cont = rollout.cont if rollout.cont is not None else torch.ones_like(rollout.reward)
         return torch.stack(seen, 1), rollout.actions, rollout.reward, cont
 
-    def update(self, traj, batch: dict) -> dict[str, float]:
+    def update(self, traj, batch: dict, update_norm: bool = True) -> dict[str, float]:
         """One actor and critic update on imagination started from ``traj``'s posterior states
-        (the world model's trajectory on ``batch``). Returns metrics under ``agent/``."""
+        (the world model's trajectory on ``batch``). Returns metrics under ``agent/``.
+
+        ``update_norm``: fold this batch's features into ``input_norm``'s moments (False for a
+        second update on the same batch, which would count it twice)."""
         cfg, model = self.config, self.model
         groups = model.start_states(traj, batch.get("action"), batch.get("is_first"))
         total = sum(len(index) for index, _ in groups)
-        if nets_norm := self.nets.input_norm:  # the moments follow the posterior features of real data
+        if (nets_norm := self.nets.input_norm) and update_norm:  # they follow the posterior features of real data
             nets_norm.update(torch.cat([features(state) for _, state in groups]))
         terminal = batch.get("is_terminal")
         start_weight = torch.ones(total, device=self.device) if terminal is None else \

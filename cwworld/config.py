@@ -324,8 +324,8 @@ class AgentConfig:
     """The agent that collects experience in online runs (``data.env`` set) and is evaluated there.
 
     ``random`` collects with uniform actions; ``cem``, ``mppi`` and ``clockwork`` plan with the
-    world model being trained; ``actor_critic`` learns a policy in its imagination, one update
-    after each world-model update (see :mod:`cwworld.agents`). The prefill is always random.
+    world model being trained; ``actor_critic`` learns a policy in its imagination, ``updates``
+    updates after each world-model update (see :mod:`cwworld.agents`). The prefill is always random.
     """
 
     kind: Literal["random", "cem", "mppi", "clockwork", "actor_critic"] = "random"
@@ -346,6 +346,7 @@ class AgentConfig:
     replay: float = 0.0  # actor_critic: weight of its losses on the batch's real steps (0 = imagination only)
     input_norm: bool = False  # actor_critic: standardise the actor's and critic's features per dimension
     start: int = 0  # actor_critic: world-model updates before it starts learning and collecting (random until then)
+    updates: int = 1  # actor_critic: its updates after each world-model update (new starts and imagination each)
     plan_horizon: int = 0  # actor_critic: act by CEM over this many steps, the critic as terminal value (0 = actor)
     plan_discount: float = 0.0  # actor_critic with plan_horizon: discount of the plans' scores (0 = discount)
     plan_collect: bool = False  # actor_critic with plan_horizon: also collect by planning (default: the sampled actor)
@@ -355,7 +356,7 @@ class AgentConfig:
 
     def validate(self) -> None:
         for name in ("horizon", "population", "elites", "iterations", "level", "windows", "eval_episodes", "starts",
-                     "hidden"):
+                     "hidden", "updates"):
             _check_min(f"agent.{name}", getattr(self, name), 1)
         _check_range("agent.return_lambda", self.return_lambda, 0.0, 1.0)
         _check_range("agent.entropy", self.entropy, 0.0, 1.0)

@@ -365,8 +365,9 @@ class Trainer:
                 self.nonfinite_total += 1
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["skipped_updates"] = float(self.nonfinite_total)
-        if learner is not None:
-            metrics.update(learner.update(traj, batch))
+        if learner is not None:  # agent.updates of them on this batch's posterior states (the last one's metrics)
+            for repeat in range(self.config.agent.updates):
+                metrics.update(learner.update(traj, batch, update_norm=repeat == 0))
         return metrics
 
     def read_metrics(self, metrics: dict) -> dict[str, float]:

@@ -283,8 +283,9 @@ def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
 
 def test_the_actor_critic_starts_learning_at_agent_start_and_can_act_by_planning(tmp_path):
     """``agent.start``: no actor-critic update (and no agent metrics) before that many world-model
-    updates, one per update after; ``agent.plan_horizon`` with ``plan_collect``: the run collects
-    and is evaluated by CEM on the critic, and its checkpoint keeps the planner's random state."""
+    updates, ``agent.updates`` per update after (each batch's features folded into ``input_norm``
+    once); ``agent.plan_horizon`` with ``plan_collect``: the run collects and is evaluated by CEM
+    on the critic, and its checkpoint keeps the planner's random state."""
     import json
 
     from cwworld.cli import main
@@ -297,11 +298,12 @@ def test_the_actor_critic_starts_learning_at_agent_start_and_can_act_by_planning
                  "train.save_every=6", "train.sample_every=100", "train.log_every=1", "train.steps=6",
                  "agent.horizon=3", "agent.starts=8", "agent.hidden=8", "agent.eval_every=6", "agent.eval_episodes=1",
                  "agent.start=4", "agent.plan_horizon=2", "agent.plan_collect=true", "agent.population=8",
-                 "agent.elites=2", "agent.iterations=1"]) == 0
+                 "agent.elites=2", "agent.iterations=1", "agent.updates=3", "agent.input_norm=true"]) == 0
     logged = {m["step"]: m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
     assert [step for step in sorted(logged) if "agent/critic_loss" in logged[step]] == [5, 6]
     state = read_checkpoint(run / "checkpoints" / "latest.pt")
-    assert state["agent"]["updates"] == 2 and "planner" in state["agent"]
+    assert state["agent"]["updates"] == 2 * 3 and "planner" in state["agent"]
+    assert int(state["agent"]["nets"]["input_norm.count"]) == 2  # two batches, six updates
     assert -1 <= logged[6]["eval/return"] <= 1
     assert len(ReplayBuffer.load(run / "replay")) == 30 + 2 * 12
 
