@@ -294,20 +294,29 @@ class ActorCritic(Agent):
         cont = rollout.cont if rollout.cont is not None else torch.ones_like(rollout.reward)
         return torch.stack(seen, 1), rollout.actions, rollout.reward, cont
 
-    def update(self, traj, batch: dict, update_norm: bool = True) -> dict[str, float]:
-        """One actor and critic update on imagination started from ``traj``'s posterior states
-        (the world model's trajectory on ``batch``). Returns metrics under ``agent/``.
-
-        ``update_norm``: fold this batch's features into ``input_norm``'s moments (False for a
-        second update on the same batch, which would count it twice)."""
-        cfg, model = self.config, self.model
-        groups = model.start_states(traj, batch.get("action"), batch.get("is_first"))
-        total = sum(len(index) for index, _ in groups)
-        if (nets_norm := self.nets.input_norm) and update_norm:  # they follow the posterior features of real data
+    def update(self, traj, batch: dict, repeats: int = 1) -> dict[str, float]:
+        """``repeats`` actor and critic updates on imagination started from ``traj``'s posterior
+        states (the world model's trajectory on ``batch``), each from newly drawn start states.
+        The start states and ``input_norm``'s moments come from the batch once. Returns the last
+        update's metrics under ``agent/``."""
+        if repeats < 1:
+            raise ValueError(f"ActorCritic.update: repeats must be >= 1, found {repeats}")
+        groups = self.model.start_states(traj, batch.get("action"), batch.get("is_first"))
+        if nets_norm := self.nets.input_norm:  # the moments follow the posterior features of real data
             nets_norm.update(torch.cat([features(state) for _, state in groups]))
+        total = sum(len(index) for index, _ in groups)
         terminal = batch.get("is_terminal")
         start_weight = torch.ones(total, device=self.device) if terminal is None else \
             1.0 - terminal.reshape(-1).float().to(self.device)
+        for _ in range(repeats):
+            metrics = self._update_once(groups, start_weight, batch)
+        return metrics
+
+    def _update_once(self, groups, start_weight: torch.Tensor, batch: dict) -> dict[str, float]:
+        """One update from ``groups`` (:meth:`CWVAE.start_states`), ``start_weight [B * T]``
+        (0 where a step ended its episode)."""
+        cfg = self.config
+        total = start_weight.shape[0]
         keep = torch.randperm(total, generator=self.generator, device=self.device)[:cfg.starts]
         chosen = torch.zeros(total, dtype=torch.bool, device=self.device)
         chosen[keep] = True

@@ -365,9 +365,8 @@ class Trainer:
                 self.nonfinite_total += 1
                 self.optimizer.zero_grad(set_to_none=True)
             metrics["skipped_updates"] = float(self.nonfinite_total)
-        if learner is not None:  # agent.updates of them on this batch's posterior states (the last one's metrics)
-            for repeat in range(self.config.agent.updates):
-                metrics.update(learner.update(traj, batch, update_norm=repeat == 0))
+        if learner is not None:  # agent.updates of them on this batch's posterior states
+            metrics.update(learner.update(traj, batch, repeats=self.config.agent.updates))
         return metrics
 
     def read_metrics(self, metrics: dict) -> dict[str, float]:
