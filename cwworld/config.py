@@ -65,7 +65,9 @@ class ModelConfig:
     min_stddev: float = 1e-4  # floor added to every state std
     beta: Union[float, list[float]] = 1.0  # KL weight, scalar or per level
     free_nats: float = 0.0  # per level, KL (nats per sequence) below this is not penalised
-    kl_balance: Optional[float] = None  # fraction of the KL gradient sent to the posterior; None = plain KL
+    # fraction of the KL gradient sent to the posterior (the official code's kl_grad_post_perc);
+    # None = plain KL. DreamerV2's balancing (alpha = 0.8 to the prior) is kl_balance 0.2.
+    kl_balance: Optional[float] = None
     windows: Literal["paper", "causal"] = "paper"  # frames an upper tick o sums: paper [o, o+k**l), causal (o-k**l, o]
     action_dim: int = 0  # 0 = video only
     action_levels: Literal["all", "bottom"] = "all"  # which levels see actions

@@ -420,3 +420,43 @@ def test_plan_horizon_acts_by_cem_with_the_critic_as_terminal_value(trained_mode
     assert torch.equal(restored.planner.generator.get_state(), torch.Generator().manual_seed(0).get_state())
     with pytest.raises(ValueError, match="plan_horizon"):
         ActorCriticConfig(plan_horizon=-1).validate()
+
+
+def _benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agent_runs_table_reads_each_runs_last_evaluation(tmp_path, capsys):
+    """benchmarks/agent_runs.py: the last eval record of each run, the run's model and seed from its
+    config; a run without an evaluation gets dashes; a broken metrics line is named."""
+    import json
+    from cwworld.config import load_config, save_config
+    table = _benchmark("agent_runs")
+    for name, levels, seed, evals in (("cw", 2, 3, [(800, 0.25), (1600, 0.97)]), ("flat", 1, 5, [])):
+        run = tmp_path / name
+        run.mkdir()
+        save_config(load_config("cue_corridor_plan", [f"model.levels={levels}", f"train.seed={seed}"]), run / "config.yaml")
+        with open(run / "metrics.jsonl", "w") as f:
+            f.write(json.dumps({"step": 25, "loss": 1.0}) + "\n")
+            for step, success in evals:
+                f.write(json.dumps({"step": step, "eval/success": success, "eval/return": 2 * success - 1,
+                                    "eval/length": 30.0, "replay_steps": 20_000 + step, "train_minutes": step / 60}) + "\n")
+    rows = [table.run_row(tmp_path / name) for name in ("cw", "flat")]
+    assert (rows[0]["levels"], rows[0]["seed"], rows[0]["step"], rows[0]["success"]) == (2, 3, 1600, 0.97)
+    assert rows[0]["return"] == pytest.approx(0.94) and rows[0]["env_steps"] == 21_600
+    assert (rows[1]["levels"], rows[1]["factor"], rows[1]["seed"], rows[1]["success"]) == (1, None, 5, None)
+    assert table.main([str(tmp_path / "cw"), str(tmp_path / "flat")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "| 97% | 0.94 | 30.0 | 21,600 | 26.7 |" in out[2] and out[3].count("| - ") >= 5
+    with open(tmp_path / "cw" / "metrics.jsonl", "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 4 is not JSON"):
+        table.run_row(tmp_path / "cw")
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        table.run_row(tmp_path)
