@@ -460,3 +460,22 @@ def test_agent_runs_table_reads_each_runs_last_evaluation(tmp_path, capsys):
         table.run_row(tmp_path / "cw")
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         table.run_row(tmp_path)
+
+
+def test_cue_exits_finds_each_first_episodes_exit_and_its_cue():
+    """benchmarks/cue_exits.py: an exit counts only in a sequence that starts at an episode's first
+    step with the cue in view, and only before the next episode starts; the cue is read from the band."""
+    from cwworld.envs.cue_corridor import BLUE, GREY, RED
+    exits_in_batch = _benchmark("cue_exits").exits_in_batch
+    B, T = 5, 10
+    image = np.zeros((B, T, 64, 64, 3), np.uint8)
+    reward, is_first = np.zeros((B, T), np.float32), np.zeros((B, T), bool)
+    for row, band in enumerate((RED, RED, BLUE, BLUE, GREY)):
+        image[row, :, :12] = band
+    is_first[[0, 2, 3, 4], 0] = True
+    reward[0, 6] = -1.0                           # red cue, exit at step 6
+    reward[1, 3] = 1.0                            # starts mid-episode: skipped
+    is_first[2, 4], reward[2, 7] = True, 1.0      # the exit belongs to the next episode: skipped
+    reward[3, 8], is_first[3, 9] = 1.0, True      # blue cue, exit at step 8
+    reward[4, 2] = 1.0                            # no cue in view: skipped
+    assert exits_in_batch({"image": image, "reward": reward, "is_first": is_first}) == [(0, 6, 0), (3, 8, 1)]
