@@ -57,7 +57,8 @@ def run_row(run: Path) -> dict:
             "train_minutes": record.get("train_minutes")}
 
 
-def _fmt(value, spec: str) -> str:
+def cell(value, spec: str) -> str:
+    """``value`` formatted by ``spec`` for a table cell, ``-`` for None."""
     return "-" if value is None else format(value, spec)
 
 
@@ -75,9 +76,9 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         model = f"{r['levels']} levels, k = {r['factor']}" if r["levels"] > 1 else "1 level (RSSM)"
-        print(f"| {r['run']} | {model}, deter {r['deter']} | {r['seed']} | {r['agent']} | {_fmt(r['step'], 'd')} | "
-              f"{_fmt(r['success'], '.0%')} | {_fmt(r['return'], '.2f')} | {_fmt(r['length'], '.1f')} | "
-              f"{_fmt(r['env_steps'], ',.0f')} | {_fmt(r['train_minutes'], '.1f')} |")
+        print(f"| {r['run']} | {model}, deter {r['deter']} | {r['seed']} | {r['agent']} | {cell(r['step'], 'd')} | "
+              f"{cell(r['success'], '.0%')} | {cell(r['return'], '.2f')} | {cell(r['length'], '.1f')} | "
+              f"{cell(r['env_steps'], ',.0f')} | {cell(r['train_minutes'], '.1f')} |")
     return 0
 
 

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from agent_runs import cell  # noqa: E402
 from cue_memory import linear_probe  # noqa: E402
 
 from cwworld.data.replay import ReplayBuffer  # noqa: E402
 from cwworld.train import load_model  # noqa: E402
 
-RANGES = ((0, 40), (40, 70), (70, 10**9))
+RANGES = (("all", 0, None), ("0-39", 0, 40), ("40-69", 40, 70), (">= 70", 70, None))  # label, steps [lo, hi)
 
 
 def exits_in_batch(batch: dict) -> list[tuple[int, int, int]]:
@@ -93,7 +94,7 @@ def collect(model, buffer: ReplayBuffer, batches: int, batch_size: int, seq_len:
 
 
 def table(data: dict, seed: int = 0) -> list[dict]:
-    """One row per cue-to-exit range (and one for all): exits, probes, mean predictions."""
+    """One row per cue-to-exit range of :data:`RANGES`: exits, probes, mean predictions."""
     n = len(data["cue"])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # halves that mix the ranges
     cue = torch.tensor(data["cue"])[order]
@@ -101,12 +102,12 @@ def table(data: dict, seed: int = 0) -> list[dict]:
     head_input = torch.stack(data["head_input"])[order]
     level1 = torch.stack(data["level1"])[order] if data["level1"] else None
     rows = []
-    for lo, hi in ((0, 10**9),) + RANGES:
-        mask = (gap >= lo) & (gap < hi)
+    for label, lo, hi in RANGES:
+        mask = (gap >= lo) & (gap < (hi if hi is not None else np.inf))
         if mask.sum() < 20:  # too few exits for a held-out probe
             continue
         m = torch.as_tensor(mask)
-        rows.append({"range": "all" if (lo, hi) == (0, 10**9) else f"{lo}-{hi - 1}" if hi < 10**9 else f">= {lo}",
+        rows.append({"range": label,
                      "exits": int(mask.sum()), "probe_head_input": linear_probe(head_input[m], cue[m]),
                      "probe_level1": None if level1 is None else linear_probe(level1[m], cue[m]),
                      "predicted_paid": float(predicted[mask & (reward > 0)].mean()) if (mask & (reward > 0)).any() else None,
@@ -143,12 +144,9 @@ def main(argv=None) -> int:
     print("| steps from cue to exit | exits | cue from the reward head's input | cue from level 1 | "
           "predicted reward: exits that paid +1 | exits that cost -1 |")
     print("|---|---|---|---|---|---|")
-
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
     for r in rows:
-        print(f"| {r['range']} | {r['exits']} | {r['probe_head_input']:.0%} | {fmt(r['probe_level1'], '.0%')} | "
-              f"{fmt(r['predicted_paid'], '+.2f')} | {fmt(r['predicted_cost'], '+.2f')} |")
+        print(f"| {r['range']} | {r['exits']} | {r['probe_head_input']:.0%} | {cell(r['probe_level1'], '.0%')} | "
+              f"{cell(r['predicted_paid'], '+.2f')} | {cell(r['predicted_cost'], '+.2f')} |")
     return 0
 
 

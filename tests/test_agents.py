@@ -10,7 +10,7 @@ from cwworld.agents import (ActorCritic, ActorCriticConfig, CEMConfig, CEMPlanne
 from cwworld.agents.actor_critic import lambda_returns
 from cwworld.config import AgentConfig, ConfigError
 
-from conftest import squares_video, tiny_model, train_on
+from conftest import load_benchmark, squares_video, tiny_model, train_on
 
 SIDE, STEP = 12, 6
 
@@ -422,22 +422,12 @@ def test_plan_horizon_acts_by_cem_with_the_critic_as_terminal_value(trained_mode
         ActorCriticConfig(plan_horizon=-1).validate()
 
 
-def _benchmark(name: str):
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_agent_runs_table_reads_each_runs_last_evaluation(tmp_path, capsys):
     """benchmarks/agent_runs.py: the last eval record of each run, the run's model and seed from its
     config; a run without an evaluation gets dashes; a broken metrics line is named."""
     import json
     from cwworld.config import load_config, save_config
-    table = _benchmark("agent_runs")
+    table = load_benchmark("agent_runs")
     for name, levels, seed, evals in (("cw", 2, 3, [(800, 0.25), (1600, 0.97)]), ("flat", 1, 5, [])):
         run = tmp_path / name
         run.mkdir()
@@ -466,7 +456,7 @@ def test_cue_exits_finds_each_first_episodes_exit_and_its_cue():
     """benchmarks/cue_exits.py: an exit counts only in a sequence that starts at an episode's first
     step with the cue in view, and only before the next episode starts; the cue is read from the band."""
     from cwworld.envs.cue_corridor import BLUE, GREY, RED
-    exits_in_batch = _benchmark("cue_exits").exits_in_batch
+    exits_in_batch = load_benchmark("cue_exits").exits_in_batch
     B, T = 5, 10
     image = np.zeros((B, T, 64, 64, 3), np.uint8)
     reward, is_first = np.zeros((B, T), np.float32), np.zeros((B, T), bool)
