@@ -265,8 +265,9 @@ class DataConfig:
     ``test/`` folders, as the paper's releases do, those are the two splits);
     ``replay``: a replay directory (``cwworld convert minerl`` output, or a buffer
     written by collection), with actions and rewards; with ``env`` set, training runs
-    online: a random policy collects ``collect_steps`` steps into ``RUN_DIR/replay``
-    every ``collect_every`` training steps (after ``prefill`` steps).
+    online: a random policy (uniform, or ``random_probs``) fills ``prefill`` steps into
+    ``RUN_DIR/replay``, then the agent collects ``collect_steps`` steps every
+    ``collect_every`` training steps.
     """
 
     kind: Literal["squares", "mmnist", "video", "replay"] = "squares"
@@ -286,6 +287,9 @@ class DataConfig:
     env: Optional[str] = None  # replay, online: gymnasium id to collect from (e.g. cwworld/CueCorridor-v0)
     capacity: int = 1_000_000  # replay, online: steps kept in RUN_DIR/replay
     prefill: int = 2000  # replay, online: random-policy steps collected before training
+    # replay, online, Discrete actions: the random policy's action probabilities (the prefill, and an
+    # actor-critic's collection before agent.start), e.g. [0.6, 0.2, 0.2]; None = uniform
+    random_probs: Optional[list[float]] = None
     episode_starts: float = 0.0  # replay, online: share of each batch starting at an episode's first step
     collect_every: int = 100  # replay, online: training steps between collection rounds
     collect_steps: int = 500  # replay, online: environment steps per collection round (all environments together)
@@ -300,6 +304,11 @@ class DataConfig:
         for name in ("capacity", "prefill", "collect_every", "collect_steps", "num_envs"):
             _check_min(f"data.{name}", getattr(self, name), 1)
         _check_range("data.episode_starts", self.episode_starts, 0.0, 1.0)
+        if self.random_probs is not None:
+            if not self.random_probs or any(not np.isfinite(p) or p < 0 for p in self.random_probs) \
+                    or abs(sum(self.random_probs) - 1) > 1e-6:
+                raise ConfigError(f"data.random_probs must be non-negative probabilities summing to 1, one per "
+                                  f"action, got {self.random_probs}")
         if self.env is not None and ":" in str(self.env):
             raise ConfigError(f"data.env: {self.env!r} names a module to import ('module:Env'); a config does not "
                               "import code: register the environment with gymnasium.register in your own code "

@@ -274,7 +274,11 @@ class Trainer:
         if model.action_dim != dims:
             raise ValueError(f"model.action_dim is {model.action_dim}, but {data.env}'s actions have {dims} "
                              f"dimensions (set model.action_dim={dims})")
-        self.policy = RandomPolicy(self.env.action_space, seed=seed)  # a vector env's space samples a batch
+        try:  # a vector env's space samples a batch
+            self.policy = RandomPolicy(self.env.action_space, seed=seed, probs=data.random_probs,
+                                       single_space=single_action if vector else None)
+        except ValueError as error:
+            raise ValueError(f"data.random_probs for {data.env}: {error}") from None
         agent = self.config.agent
         self.agent = make_agent(agent, self.model, single_action, data.num_envs, observation_space=single_obs,
                                 seed=seed, explore=agent.explore)

@@ -13,14 +13,52 @@ __all__ = ["RandomPolicy", "collect", "run_episodes"]
 
 
 class RandomPolicy:
-    """Uniformly random actions from ``action_space`` (seeded)."""
+    """Random actions from ``action_space`` (seeded): uniform, or for discrete actions
+    (``Discrete``, or one-hot as :class:`~cwworld.envs.OneHotActions` gives them) drawn with
+    ``probs``, one probability per action.
 
-    def __init__(self, action_space: gym.Space, seed: Optional[int] = None):
+    For a vector env pass its batched ``action_space`` and, with ``probs``, its
+    ``single_space`` too: a batch of one draw per environment comes back. ``probs`` is a prior a
+    user brings to random exploration, e.g. ``[0.6, 0.2, 0.2]`` for a corridor that must be
+    walked (action 0) before anything happens; without it the draws are exactly
+    ``action_space.sample()``'s.
+    """
+
+    def __init__(self, action_space: gym.Space, seed: Optional[int] = None, probs: Optional[list] = None,
+                 single_space: Optional[gym.Space] = None):
+        from .wrappers import OneHot
+
         self.action_space = action_space
         self.action_space.seed(seed)
+        self.probs = None
+        if probs is None:
+            return
+        single = single_space if single_space is not None else action_space
+        if isinstance(single, gym.spaces.Discrete):
+            n, self.one_hot = int(single.n), False
+        elif isinstance(single, OneHot):
+            n, self.one_hot = int(single.shape[0]), True
+        else:
+            raise ValueError(f"RandomPolicy: action probabilities need Discrete (or one-hot) actions, found {single}")
+        p = np.asarray(probs, np.float64)
+        if p.shape != (n,) or not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1) > 1e-6:
+            raise ValueError(f"RandomPolicy: action probabilities must be {n} non-negative numbers summing to 1 "
+                             f"(one per action of {single}), found {list(probs)}")
+        self.probs = p / p.sum()
+        self.start = int(getattr(single, "start", 0))
+        self.batch = None if single_space is None else int(action_space.shape[0])
+        self.rng = np.random.default_rng(seed)
 
     def __call__(self, observation):
-        return self.action_space.sample()
+        if self.probs is None:
+            return self.action_space.sample()
+        n = len(self.probs)
+        index = self.rng.choice(n, size=self.batch or 1, p=self.probs)
+        if self.one_hot:
+            out = np.eye(n, dtype=np.float32)[index]
+        else:
+            out = (self.start + index).astype(np.int64)
+        return out if self.batch is not None else out[0]
 
 
 def collect(env: gym.Env, policy: Callable, steps: int, buffer=None, worker: int = 0, seed: Optional[int] = None,

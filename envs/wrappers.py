@@ -123,6 +123,9 @@ class OneHot(gym.spaces.Box):
     def __init__(self, n: int, seed=None):
         super().__init__(0.0, 1.0, (n,), np.float32, seed=seed)
 
+    def __repr__(self) -> str:
+        return f"OneHot({self.shape[0]})"
+
     def sample(self, mask=None, probability=None):
         out = np.zeros(self.shape, np.float32)
         out[self.np_random.integers(self.shape[0])] = 1.0

@@ -142,6 +142,53 @@ def test_collect_with_a_random_policy_fills_the_buffer():
     assert batch["action"].shape == (8, 10, 3) and np.allclose(batch["action"].sum(-1)[~batch["is_last"]], 1)
 
 
+def test_random_policy_draws_discrete_actions_with_the_given_probabilities():
+    from cwworld.envs import env_spaces, make_vector_env
+
+    probs = [0.6, 0.1, 0.3]
+    discrete = RandomPolicy(gym.spaces.Discrete(3, start=1), seed=0, probs=probs)
+    draws = np.array([discrete(None) for _ in range(4000)])
+    assert np.allclose(np.bincount(draws - 1, minlength=3) / 4000, probs, atol=0.03)
+    one_hot = make_env("cwworld/CueCorridor-v0").action_space
+    policy = RandomPolicy(one_hot, seed=1, probs=probs)
+    draws = np.array([policy(None) for _ in range(4000)])
+    assert np.allclose(draws.mean(0), probs, atol=0.03) and np.all(draws.sum(1) == 1)
+    vector = make_vector_env("cwworld/CueCorridor-v0", 3)
+    batched = RandomPolicy(vector.action_space, seed=2, probs=[0, 1, 0], single_space=env_spaces(vector)[0])
+    assert np.array_equal(batched(None), np.eye(3)[[1, 1, 1]])
+    uniform = RandomPolicy(gym.spaces.Discrete(3), seed=3)  # no probabilities: the space's own sampler
+    reference = gym.spaces.Discrete(3, seed=3)
+    assert [uniform(None) for _ in range(20)] == [reference.sample() for _ in range(20)]
+    # a walk biased forward reaches the junction sooner: more exits per prefill step
+    env = make_env("cwworld/CueCorridor-v0")
+    biased = collect(env, RandomPolicy(env.action_space, seed=0, probs=[0.6, 0.2, 0.2]), 3000, seed=0,
+                     progress=False)
+    plain = collect(env, RandomPolicy(env.action_space, seed=0), 3000, seed=0, progress=False)
+    assert biased["episodes"] > 1.4 * plain["episodes"] and 0 not in biased["returns"]
+
+
+@pytest.mark.parametrize("probs", [[0.5, 0.5], [0.5, 0.6, -0.1], [0.2, 0.2, 0.2]])
+def test_random_policy_refuses_probabilities_that_do_not_fit(probs):
+    with pytest.raises(ValueError, match=r"3 non-negative numbers summing to 1.*Discrete\(3\)"):
+        RandomPolicy(gym.spaces.Discrete(3), probs=probs)
+    with pytest.raises(ValueError, match="need Discrete"):
+        RandomPolicy(gym.spaces.Box(-1, 1, (2,)), probs=[0.5, 0.5])
+
+
+def test_online_training_names_random_probs_that_do_not_fit_the_environment(tmp_path, capsys):
+    from cwworld.cli import main
+    from test_train import TINY
+
+    args = ["train", "--config", "cue_corridor_online", "--run-dir", str(tmp_path / "run"), "--no-progress", *TINY,
+            "model.channels=3", "model.action_dim=3", "data.prefill=10", "train.steps=1"]
+    assert main([*args, "data.random_probs=[0.5,0.5]"]) != 0
+    err = capsys.readouterr().err
+    assert "data.random_probs for cwworld/CueCorridor-v0" in err and "must be 3 non-negative" in err
+    assert "OneHot(3)" in err and "[0.5, 0.5]" in err
+    assert main([*args, "data.random_probs=[0.5,0.6]"]) != 0
+    assert "data.random_probs must be non-negative probabilities summing to 1" in capsys.readouterr().err
+
+
 def test_minerl_adapter_needs_minerl_and_converts_with_the_codec(monkeypatch):
     import importlib
     import sys
