@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import gymnasium as gym
 import numpy as np
 
-from .wrappers import Recorder
+from .wrappers import OneHot, Recorder
 
 __all__ = ["RandomPolicy", "collect", "run_episodes"]
 
@@ -26,8 +26,6 @@ class RandomPolicy:
 
     def __init__(self, action_space: gym.Space, seed: Optional[int] = None, probs: Optional[list] = None,
                  single_space: Optional[gym.Space] = None):
-        from .wrappers import OneHot
-
         self.action_space = action_space
         self.action_space.seed(seed)
         self.probs = None
