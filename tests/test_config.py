@@ -85,7 +85,7 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_action_presets_use_causal_windows_and_video_presets_the_papers():
-    for name in ("cue_corridor_online", "cue_corridor_plan", "minerl_navigate_actions"):
+    for name in ("cue_corridor_online", "cue_corridor_plan", "cue_corridor_long_plan", "minerl_navigate_actions"):
         assert load_config(name).model.windows == "causal", name
     for name in ("mmnist", "minerl_navigate", "gqn_mazes", "quickstart"):
         assert load_config(name).model.windows == "paper", name
