@@ -18,7 +18,8 @@ Rows by the number of steps between the cue and the exit.
     python benchmarks/cue_exits.py runs/cue_corridor_plan                      # latest checkpoint
     python benchmarks/cue_exits.py runs/cue_corridor_plan --checkpoint step_001000.pt --batches 40
 
-About a minute per 40 batches of 8 x 96 steps on the 2-core CPU.
+About a minute per 40 batches of 8 x 96 steps on the 2-core CPU (sequences of the run's
+train.seq_len by default).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from cue_memory import linear_probe  # noqa: E402
 from cwworld.data.replay import ReplayBuffer  # noqa: E402
 from cwworld.train import load_model  # noqa: E402
 
-RANGES = (("all", 0, None), ("0-39", 0, 40), ("40-69", 40, 70), (">= 70", 70, None))  # label, steps [lo, hi)
+RANGES = (("all", 0, None), ("0-39", 0, 40), ("40-69", 40, 70), ("70-119", 70, 120),
+          (">= 120", 120, None))  # label, steps [lo, hi)
 
 
 def exits_in_batch(batch: dict) -> list[tuple[int, int, int]]:
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None, help="checkpoint file name or path (default: the latest)")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=96)
+    parser.add_argument("--seq-len", type=int, default=0, help="steps per sequence (0: the run's train.seq_len)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON lines")
     args = parser.parse_args(argv)
@@ -134,7 +136,12 @@ def main(argv=None) -> int:
     model.requires_grad_(False)
     torch.manual_seed(args.seed)
     buffer = ReplayBuffer.load(args.run / "replay", episode_start_fraction=1.0, seed=args.seed)
-    rows = table(collect(model, buffer, args.batches, args.batch_size, args.seq_len))
+    args.seq_len = args.seq_len or config.train.seq_len
+    data = collect(model, buffer, args.batches, args.batch_size, args.seq_len)
+    if not data["cue"]:
+        raise SystemExit(f"{args.run}: no exit in {args.batches} x {args.batch_size} sequences of {args.seq_len} steps "
+                         "from episode starts (a longer --seq-len?)")
+    rows = table(data)
     if args.json:
         for r in rows:
             print(json.dumps(r))
