@@ -136,17 +136,17 @@ def main(argv=None) -> int:
     model.requires_grad_(False)
     torch.manual_seed(args.seed)
     buffer = ReplayBuffer.load(args.run / "replay", episode_start_fraction=1.0, seed=args.seed)
-    args.seq_len = args.seq_len or config.train.seq_len
-    data = collect(model, buffer, args.batches, args.batch_size, args.seq_len)
+    seq_len = args.seq_len or config.train.seq_len
+    data = collect(model, buffer, args.batches, args.batch_size, seq_len)
     if not data["cue"]:
-        raise SystemExit(f"{args.run}: no exit in {args.batches} x {args.batch_size} sequences of {args.seq_len} steps "
+        raise SystemExit(f"{args.run}: no exit in {args.batches} x {args.batch_size} sequences of {seq_len} steps "
                          "from episode starts (a longer --seq-len?)")
     rows = table(data)
     if args.json:
         for r in rows:
             print(json.dumps(r))
         return 0
-    print(f"{args.run} at update {step}: exits of {args.batches} x {args.batch_size} sequences of {args.seq_len} steps "
+    print(f"{args.run} at update {step}: exits of {args.batches} x {args.batch_size} sequences of {seq_len} steps "
           "from episode starts")
     print("| steps from cue to exit | exits | cue from the reward head's input | cue from level 1 | "
           "predicted reward: exits that paid +1 | exits that cost -1 |")
