@@ -45,7 +45,8 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
                   discount=config.discount, explore=explore)
     if config.kind == "clockwork":
-        planner_config = ClockworkConfig(level=config.level, windows=config.windows, **common)
+        planner_config = ClockworkConfig(level=config.level, windows=config.windows, near_value=config.near_value,
+                                         **common)
         return ClockworkPlanner(model, action_space, planner_config, num_envs, observation_space, seed)
     kind, config_class = {"cem": (CEMPlanner, CEMConfig), "mppi": (MPPIPlanner, MPPIConfig)}[config.kind]
     return kind(model, action_space, config_class(horizon=config.horizon, **common), num_envs, observation_space,

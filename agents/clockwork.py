@@ -14,11 +14,23 @@ the horizon at the next tick ``o1`` of an upper level ``l`` (period ``p = k**l``
   ``(o - p, o]``, discounted at the window's end.
 
 The score of a candidate is the near part's discounted return plus the discounted far windows'
-predicted rewards; CEM refits both parts to the same elites, and the first near action is
-executed. So the effective horizon is ``p * windows`` steps longer than the near part, at a
+predicted rewards. How the near part is refitted is ``near_value``:
+
+* ``"plan"`` (default): every near candidate is followed by the SAME far windows, the current
+  far plan's expected summaries (its action probabilities, or Gaussian means, times ``p``), so
+  two near candidates differ in score only by what they do: their own rewards plus the upper
+  plan's value of the state they lead to. The far part is refitted to its own candidates, each
+  after its near candidate. (With independently sampled far windows, the noise of the far
+  summaries swamps what one near step changes: on CueCorridor-v0 the planner then stood in the
+  corridor, turning, see the README.)
+* ``"sample"``: near and far are refitted to the same elites of the joint candidates (the
+  first version).
+
+The first near action is executed. So the effective horizon is ``p * windows`` steps longer than the near part, at a
 cost of ``windows`` upper-level steps per candidate instead of ``p * windows`` full steps.
 Two batched :meth:`CWVAE.imagine` calls per iteration (near, then far), each over all
-candidates of all environments.
+candidates of all environments (with ``near_value="plan"`` the far call holds each candidate
+twice: after its near part with its own far windows and with the plan's).
 
 What it assumes: the model has a reward head, window-reward heads
 (``model.level_reward_heads``) and actions at every level (``model.action_levels: all``), and
@@ -32,7 +44,7 @@ action counts of ``p`` draws from the window's action distribution; for a ``Box`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import gymnasium as gym
 import torch
@@ -48,12 +60,15 @@ class ClockworkConfig(CEMConfig):
     level: int = 1  # the upper level that plans the far future (period k**level)
     windows: int = 4  # far windows of that level after the near part
     horizon: int = 0  # unused: the near part runs to the level's next tick
+    near_value: Literal["plan", "sample"] = "plan"  # what follows a near candidate when it is scored (above)
 
     def validate(self) -> None:
         self.horizon = max(self.horizon, 1)
         super().validate()
         if self.level < 1 or self.windows < 1:
             raise ValueError(f"ClockworkConfig: level and windows must be >= 1, found {self.level}, {self.windows}")
+        if self.near_value not in ("plan", "sample"):
+            raise ValueError(f"ClockworkConfig.near_value must be 'plan' or 'sample', found {self.near_value!r}")
 
 
 class ClockworkPlanner(CEMPlanner):
@@ -109,17 +124,29 @@ class ClockworkPlanner(CEMPlanner):
             far_cands, summaries = self._sample_windows(far, N)  # (B, N, W, A) each
             head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False,
                                  validate=False)
-            tail = model.imagine(head.last, W * p, actions=summaries.reshape(B * N, W, -1), levels=levels,
-                                 sample=False, validate=False)
+            summaries = summaries.reshape(B * N, W, -1)
+            ends = head.last
+            if cfg.near_value == "plan":  # each candidate again, followed by the far plan's expected windows
+                planned = self._expected_summaries(far)[:, None].expand(-1, N, -1, -1).reshape(B * N, W, -1)
+                summaries = torch.cat([summaries, planned])  # (2*B*N, W, A)
+                ends = ends[torch.arange(B * N, device=self.device).repeat(2)]
+            tail = model.imagine(ends, W * p, actions=summaries, levels=levels, sample=False, validate=False)
             self.imagine_calls += 2
             window_discount = cfg.discount ** (n_near + p * torch.arange(1, W + 1, device=self.device))  # (W,)
             alive = torch.ones(B * N, device=self.device) if head.cont is None else head.cont.prod(1)
-            far_value = alive * (tail.level_rewards[cfg.level] * window_discount).sum(1)
-            scores = (discounted_return(head.reward, head.cont, cfg.discount) + far_value).view(B, N)
-            refitted = self.refit({k: v[:, :n_near] for k, v in near.items()}, near_cands, scores)
+            far_values = (tail.level_rewards[cfg.level] * window_discount).sum(1).view(-1, B * N) * alive  # (1|2, B*N)
+            near_return = discounted_return(head.reward, head.cont, cfg.discount)
+            scores = (near_return + far_values[0]).view(B, N)  # each candidate with its own far windows
+            near_scores = (near_return + far_values[-1]).view(B, N)  # "plan": with the plan's far windows
+            refitted = self.refit({k: v[:, :n_near] for k, v in near.items()}, near_cands, near_scores)
             near = {k: torch.cat([refitted[k], v[:, n_near:]], 1) for k, v in near.items()}
             far = self.refit(far, far_cands, scores)
         return near, far
+
+    def _expected_summaries(self, far: dict) -> torch.Tensor:
+        """The far plan's expected action summary per window, ``[B, W, A]``: ``p`` times the
+        action probabilities (discrete) or the Gaussian means (Box)."""
+        return self.period * (far["probs"] if self.spec.discrete else far["mean"])
 
     def _sample_windows(self, far: dict, N: int):
         """Per window a per-step action sample (refitted like CEM) and the window's summary."""

@@ -348,6 +348,7 @@ class AgentConfig:
     explore: float = 0.1  # while collecting: chance of a random discrete action (Box: noise std)
     level: int = 1  # clockwork: the upper level that plans the far future
     windows: int = 8  # clockwork: far windows of that level
+    near_value: Literal["plan", "sample"] = "plan"  # clockwork: near candidates scored with the far plan or their own far samples
     return_lambda: float = 0.95  # actor_critic: λ of the λ-returns
     entropy: float = 3.0e-3  # actor_critic: weight of the policy's entropy
     actor_lr: float = 3.0e-4  # actor_critic
@@ -381,6 +382,8 @@ class AgentConfig:
         _check_range("agent.plan_discount", self.plan_discount, 0.0, 1.0)
         _check_range("agent.discount", self.discount, 0.0, 1.0, low_open=True)
         _check_range("agent.explore", self.explore, 0.0, 1.0)
+        if self.near_value not in ("plan", "sample"):
+            raise ConfigError(f"agent.near_value: expected 'plan' or 'sample', found {self.near_value!r}")
         if self.elites > self.population:
             raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
 

@@ -117,10 +117,43 @@ def test_every_iteration_imagines_all_candidates_of_all_envs_in_one_batch(planne
         kind, config = (CEMPlanner, CEMConfig) if planner == "cem" else (MPPIPlanner, MPPIConfig)
         agent = kind(model, space, config(horizon=4, population=16, elites=4, iterations=3), 3)
     agent.act(squares_video(3, 1)[:, 0])
-    if planner == "clockwork":  # a near rollout (to level 1's next tick) and a jumpy far one per iteration
-        assert calls == [(48, 2, None), (48, 6, [1])] * 3 and agent.imagine_calls == 6  # steps 1, 2; ticks 4, 6, 8
+    if planner == "clockwork":  # a near rollout (to level 1's next tick) and a jumpy far one per iteration,
+        # the far one over each candidate twice (its own far windows, the plan's: near_value "plan")
+        assert calls == [(48, 2, None), (96, 6, [1])] * 3 and agent.imagine_calls == 6  # steps 1, 2; ticks 4, 6, 8
     else:
         assert calls == [(48, 4, None)] * 3 and agent.imagine_calls == 3
+
+
+@pytest.mark.parametrize("near_value", ["plan", "sample"])
+def test_clockwork_scores_near_candidates_with_the_far_plan_or_their_own_far_samples(near_value):
+    model = _model()
+    space = PushSquare().action_space
+    far_actions = []
+    original = model.imagine
+
+    def recording(state, horizon, **kw):
+        if kw.get("levels"):
+            far_actions.append(kw["actions"].clone())
+        return original(state, horizon, **kw)
+
+    model.imagine = recording
+    agent = ClockworkPlanner(model, space, ClockworkConfig(level=1, windows=3, population=8, elites=2, iterations=1,
+                                                           near_value=near_value), 2, seed=0)
+    plan_means = agent.far["mean"].clone()  # (B, W, A): the far plan before the decision
+    agent.act(squares_video(2, 1)[:, 0])
+    (actions,) = far_actions
+    B, N, p = 2, 8, agent.period
+    if near_value == "sample":  # every candidate with its own sampled windows
+        assert actions.shape == (B * N, 3, 2) and actions.std(0).min() > 0
+    else:  # own windows first, then every candidate followed by the plan's expected summaries
+        assert actions.shape == (2 * B * N, 3, 2)
+        own, planned = actions[: B * N].view(B, N, 3, 2), actions[B * N :].view(B, N, 3, 2)
+        assert own.std(1).min() > 0
+        assert torch.allclose(planned, p * plan_means[:, None].expand(-1, N, -1, -1))
+    made = make_agent(AgentConfig(kind="clockwork", near_value=near_value, windows=3), model, space, 2)
+    assert made.config.near_value == near_value
+    with pytest.raises(ConfigError, match="agent.near_value: expected 'plan' or 'sample', found 'joint'"):
+        AgentConfig(near_value="joint").validate()
 
 
 def test_the_plan_is_warm_started_shifted_by_one_step():
@@ -182,6 +215,8 @@ def test_agents_refuse_bad_input():
         CEMPlanner(_model(reward_head=False), PushSquare().action_space)
     with pytest.raises(ValueError, match="level_reward_heads"):
         ClockworkPlanner(_model(level_reward_heads=False), PushSquare().action_space)
+    with pytest.raises(ValueError, match="near_value must be 'plan' or 'sample', found 'joint'"):
+        ClockworkPlanner(model, PushSquare().action_space, ClockworkConfig(near_value="joint"))
     agent = RandomAgent(PushSquare().action_space, 2, model=model)
     frames = squares_video(2, 2).float() / 255
     agent.act(frames[:, 0])
