@@ -98,18 +98,23 @@ def test_a_planner_on_a_trained_world_model_beats_random_play(trained_model, pla
     assert planned > random + 0.15, (planned, random)
 
 
+def _recorded_imagine(model) -> list:
+    """Wrap ``model.imagine`` so that every call appends ``(batch, horizon, kwargs)`` to the returned list."""
+    calls, original = [], model.imagine
+
+    def recording(state, horizon, **kw):
+        calls.append((state.batch_size, horizon, kw))
+        return original(state, horizon, **kw)
+
+    model.imagine = recording
+    return calls
+
+
 @pytest.mark.parametrize("planner", ["cem", "mppi", "clockwork"])
 def test_every_iteration_imagines_all_candidates_of_all_envs_in_one_batch(planner):
     model = _model()
     space = PushSquare().action_space
-    calls = []
-    original = model.imagine
-
-    def counting(state, horizon, **kw):
-        calls.append((state.batch_size, horizon, kw.get("levels")))
-        return original(state, horizon, **kw)
-
-    model.imagine = counting
+    recorded = _recorded_imagine(model)
     if planner == "clockwork":
         agent = ClockworkPlanner(model, space, ClockworkConfig(level=1, windows=3, population=16, elites=4,
                                                                iterations=3), 3)
@@ -117,6 +122,7 @@ def test_every_iteration_imagines_all_candidates_of_all_envs_in_one_batch(planne
         kind, config = (CEMPlanner, CEMConfig) if planner == "cem" else (MPPIPlanner, MPPIConfig)
         agent = kind(model, space, config(horizon=4, population=16, elites=4, iterations=3), 3)
     agent.act(squares_video(3, 1)[:, 0])
+    calls = [(batch, horizon, kw.get("levels")) for batch, horizon, kw in recorded]
     if planner == "clockwork":  # a near rollout (to level 1's next tick) and a jumpy far one per iteration,
         # the far one over each candidate twice (its own far windows, the plan's: near_value "plan")
         assert calls == [(48, 2, None), (96, 6, [1])] * 3 and agent.imagine_calls == 6  # steps 1, 2; ticks 4, 6, 8
@@ -128,20 +134,12 @@ def test_every_iteration_imagines_all_candidates_of_all_envs_in_one_batch(planne
 def test_clockwork_scores_near_candidates_with_the_far_plan_or_their_own_far_samples(near_value):
     model = _model()
     space = PushSquare().action_space
-    far_actions = []
-    original = model.imagine
-
-    def recording(state, horizon, **kw):
-        if kw.get("levels"):
-            far_actions.append(kw["actions"].clone())
-        return original(state, horizon, **kw)
-
-    model.imagine = recording
+    recorded = _recorded_imagine(model)
     agent = ClockworkPlanner(model, space, ClockworkConfig(level=1, windows=3, population=8, elites=2, iterations=1,
                                                            near_value=near_value), 2, seed=0)
     plan_means = agent.far["mean"].clone()  # (B, W, A): the far plan before the decision
     agent.act(squares_video(2, 1)[:, 0])
-    (actions,) = far_actions
+    (actions,) = [kw["actions"] for _, _, kw in recorded if kw.get("levels")]  # the far call
     B, N, p = 2, 8, agent.period
     if near_value == "sample":  # every candidate with its own sampled windows
         assert actions.shape == (B * N, 3, 2) and actions.std(0).min() > 0
