@@ -34,9 +34,13 @@ twice: after its near part with its own far windows and with the plan's).
 
 What it assumes: the model has a reward head, window-reward heads
 (``model.level_reward_heads``) and actions at every level (``model.action_levels: all``), and
-was trained with the same window alignment it plans with (``windows: causal`` for agents);
-the far part ignores episode ends (there is no per-window continue head), so in tasks that
-terminate early its value is optimistic. Candidate summaries for a discrete space are the
+was trained with the same window alignment it plans with (``windows: causal`` for agents).
+Episode ends: with ``model.level_continue_heads`` a far window's reward counts only as far as
+the episode is predicted to be running when the window begins; without them the far part
+ignores episode ends, and its value is optimistic in tasks that terminate early. Models trained
+without ``model.window_ends`` never saw a window an episode ended in (between two ticks) in
+their window heads: in CueCorridor 24% of the exits reach level 1's head, 5% level 2's (see the
+README). Candidate summaries for a discrete space are the
 action counts of ``p`` draws from the window's action distribution; for a ``Box`` space
 ``p`` times one per-step action sample (a constant action over the window).
 """
@@ -132,9 +136,8 @@ class ClockworkPlanner(CEMPlanner):
                 ends = ends[torch.arange(B * N, device=self.device).repeat(2)]
             tail = model.imagine(ends, W * p, actions=summaries, levels=levels, sample=False, validate=False)
             self.imagine_calls += 2
-            window_discount = cfg.discount ** (n_near + p * torch.arange(1, W + 1, device=self.device))  # (W,)
             alive = torch.ones(B * N, device=self.device) if head.cont is None else head.cont.prod(1)
-            far_values = (tail.level_rewards[cfg.level] * window_discount).sum(1).view(-1, B * N) * alive  # (1|2, B*N)
+            far_values = self.far_values(tail, n_near).view(-1, B * N) * alive  # (1|2, B*N)
             near_return = discounted_return(head.reward, head.cont, cfg.discount)
             scores = (near_return + far_values[0]).view(B, N)  # each candidate with its own far windows
             near_scores = (near_return + far_values[-1]).view(B, N)  # "plan": with the plan's far windows
@@ -142,6 +145,22 @@ class ClockworkPlanner(CEMPlanner):
             near = {k: torch.cat([refitted[k], v[:, n_near:]], 1) for k, v in near.items()}
             far = self.refit(far, far_cands, scores)
         return near, far
+
+    def far_values(self, tail, n_near: int) -> torch.Tensor:
+        """The far windows' value ``[N]`` from their jumpy rollout: ``sum_w gamma**(n_near + p * w)
+        * r_w * prod_{j < w} c_j``, ``r_w`` the window-reward head's prediction for window ``w`` (1
+        to ``windows``) and ``c_j`` the window-continue head's probability that the episode still
+        runs after window ``j`` (1 without ``model.level_continue_heads``): a window's reward counts
+        if the episode was running when it began."""
+        level, p = self.config.level, self.period
+        rewards = tail.level_rewards[level]  # (N, W)
+        W = rewards.shape[1]
+        discount = self.config.discount ** (n_near + p * torch.arange(1, W + 1, device=rewards.device))  # (W,)
+        weight = discount.expand_as(rewards)
+        if tail.level_conts is not None:
+            running = torch.cumprod(tail.level_conts[level], 1)  # (N, W): after window w
+            weight = weight * torch.cat([torch.ones_like(running[:, :1]), running[:, :-1]], 1)
+        return (rewards * weight).sum(1)
 
     def _expected_summaries(self, far: dict) -> torch.Tensor:
         """The far plan's expected action summary per window, ``[B, W, A]``: ``p`` times the

@@ -77,6 +77,15 @@ class ModelConfig:
     reward_head: bool = False  # predict reward[t] from the bottom state at t
     continue_head: bool = False  # predict 1 - is_terminal[t] (a Bernoulli logit) from the bottom state
     level_reward_heads: bool = False  # level l > 0 predicts the reward summed over its window
+    # level l > 0 predicts whether the episode still runs at its window's end (a Bernoulli logit on
+    # 1 - "a terminal step in the window"), so a jumpy plan's windows can be weighted by survival
+    level_continue_heads: bool = False
+    # the window-reward heads as a gate times a value, as model.reward_gate for the bottom head
+    level_reward_gate: bool = False
+    # the window heads also learn the window an episode ends in, which no tick closes (an episode
+    # restarts every level): level l's prior one tick on from its last tick, given the actions
+    # taken since (scaled to a whole window's count), as jumpy imagination meets an episode's end
+    window_ends: bool = False
     head_hidden: int = 200  # width of the heads' hidden layers
     head_layers: int = 2  # hidden layers of each head
     head_norm: bool = False  # standardise each head's input per dimension (running moments of the posterior features)
@@ -186,6 +195,11 @@ class ModelConfig:
         _check_min("model.head_hidden", self.head_hidden, 1)
         if self.reward_gate and not self.reward_head:
             raise ConfigError("model.reward_gate: needs model.reward_head: true")
+        if self.level_reward_gate and not self.level_reward_heads:
+            raise ConfigError("model.level_reward_gate: needs model.level_reward_heads: true")
+        if self.window_ends and not (self.level_reward_heads or self.level_continue_heads):
+            raise ConfigError("model.window_ends: needs window heads (model.level_reward_heads or "
+                              "model.level_continue_heads: true)")
         if self.head_action and not self.action_dim:
             raise ConfigError("model.head_action: the heads can only read actions in an action-conditioned model "
                               "(action_dim > 0), found action_dim 0")

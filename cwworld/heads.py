@@ -17,7 +17,15 @@ None of these exist in the paper's model; each is off unless configured.
   level ``l``'s state at tick ``o`` the reward summed over its window
   ``reward[o-p+1] ... reward[o]`` (``p = k**l``): the same window whose actions its transition
   into ``o`` conditions on (see :mod:`cwworld.clock`), so a jumpy plan's predicted return
-  depends on the plan.
+  depends on the plan. With ``model.level_reward_gate`` it is a gate times a value, as
+  ``reward_gate``.
+* ``level_conts[l - 1]`` (``model.level_continue_heads``): predicts from level ``l``'s state at
+  tick ``o`` whether the episode still runs at ``o``: ``1 - `` "a terminal step in ``(o-p, o]``".
+* ``model.window_ends``: an episode ending at ``t`` between two ticks of level ``l`` leaves its
+  window ``(o, t]`` unclosed (the next episode restarts every level), so without it the window
+  heads never see the rewards there, in CueCorridor the exits: level ``l``'s prior, one tick on
+  from ``o``, closes it and the window heads learn that window too (see
+  :meth:`cwworld.model.CWVAE._closing_windows`).
 * :class:`VectorObservations` (``model.vectors``): named vectors next to the frame
   (MineRL's compass, inventory), symlog-encoded into the embedding and reconstructed from
   the bottom state.
@@ -145,7 +153,17 @@ class WorldModelHeads(nn.Module):
         bottom = feature_dims[0] + (config.action_dim if config.head_action else 0)
         self.reward = head(bottom, 2 if config.reward_gate else 1) if config.reward_head else None
         self.cont = head(bottom) if config.continue_head else None
-        self.level_rewards = nn.ModuleList(head(d) for d in feature_dims[1:]) if config.level_reward_heads else None
+        self.level_rewards = nn.ModuleList(head(d, 2 if config.level_reward_gate else 1) for d in feature_dims[1:]) \
+            if config.level_reward_heads else None
+        self.level_conts = nn.ModuleList(head(d) for d in feature_dims[1:]) if config.level_continue_heads else None
+
+    @property
+    def window_heads(self) -> list:
+        """Per level ``l > 0``: ``(window-reward head or None, window-continue head or None)``."""
+        n = len(self.periods) - 1
+        rewards = list(self.level_rewards) if self.level_rewards is not None else [None] * n
+        conts = list(self.level_conts) if self.level_conts is not None else [None] * n
+        return list(zip(rewards, conts))
 
     @property
     def reads_reward(self) -> bool:
@@ -165,8 +183,7 @@ class WorldModelHeads(nn.Module):
     def reward_value(self, x: torch.Tensor) -> torch.Tensor:
         """The reward head's prediction on its input ``[..., D]`` -> ``[...]`` (gate times value
         with ``model.reward_gate``)."""
-        out = self.reward(x)
-        return torch.sigmoid(out[..., 0]) * out[..., 1] if self.config.reward_gate else out[..., 0]
+        return _gated(self.reward(x), self.config.reward_gate)
 
     def predict(self, levels: list, action_prev=None) -> dict:
         """Predictions on per-level states (:class:`~cwworld.states.LevelStates` or None):
@@ -182,22 +199,32 @@ class WorldModelHeads(nn.Module):
                 out["cont"] = torch.sigmoid(self.cont(x)[..., 0])
         if self.level_rewards is not None:
             out["level_rewards"] = [None] + [
-                None if levels[level] is None else self.level_rewards[level - 1](levels[level].features)[..., 0]
+                None if levels[level] is None
+                else _gated(self.level_rewards[level - 1](levels[level].features), self.config.level_reward_gate)
+                for level in range(1, len(levels))
+            ]
+        if self.level_conts is not None:
+            out["level_conts"] = [None] + [
+                None if levels[level] is None else torch.sigmoid(self.level_conts[level - 1](levels[level].features)[..., 0])
                 for level in range(1, len(levels))
             ]
         return out
 
-    def losses(self, posterior: list, batch: dict, B: int, T: int, validate: bool = True, action_prev=None):
+    def losses(self, posterior: list, batch: dict, B: int, T: int, validate: bool = True, action_prev=None,
+               closing=None):
         """Head losses on a trajectory observed from step 0: ``(sum of scaled losses, terms per frame)``.
 
         ``posterior``: per-level :class:`~cwworld.states.LevelStates`; ``batch``: ``reward``
         ``[B, T]``, optional ``is_terminal`` and ``is_first`` ``[B, T]``; ``action_prev``
-        ``[B, T, A]``: the action leading into each step (``model.head_action``).
+        ``[B, T, A]``: the action leading into each step (``model.head_action``); ``closing``
+        (``model.window_ends``): per level ``l > 0`` the states that close the windows episodes
+        end in, ``(features [B, T, F], mask [B, T], lo [B, T])`` (see
+        :meth:`CWVAE._closing_windows`): the window heads also learn ``(lo, t]`` there.
         """
         cfg, device = self.config, posterior[0].h.device
         total = 0.0
         terms: dict[str, torch.Tensor] = {}
-        if not self.reads_reward and self.cont is None:
+        if not self.reads_reward and self.cont is None and self.level_conts is None:
             return total, terms
         is_first = batch.get("is_first")
         is_first = None if is_first is None else torch.as_tensor(is_first, device=device).bool()
@@ -205,7 +232,8 @@ class WorldModelHeads(nn.Module):
         features = self._bottom_inputs(posterior[0].features, action_prev)
         if cfg.head_norm:  # the running moments follow the posterior features of training data
             for module, level_features in ([(self.reward, features), (self.cont, features)]
-                                           + [(h, posterior[l + 1].features) for l, h in enumerate(self.level_rewards or [])]):
+                                           + [(h, posterior[l + 1].features) for l, pair in enumerate(self.window_heads)
+                                              for h in pair]):
                 if module is not None:
                     module[0].update(level_features)
         if self.reads_reward:
@@ -232,14 +260,52 @@ class WorldModelHeads(nn.Module):
             bce = F.binary_cross_entropy_with_logits(self.cont(features)[..., 0], target, reduction="sum") / B
             total = total + cfg.continue_scale * bce
             terms["continue_loss"] = bce.detach() / T
-        if self.level_rewards is not None:
+        if self.level_rewards is not None or self.level_conts is not None:
             seg = segment_starts(is_first, T, B, device)
-            masked = (reward * counted)[..., None]  # (B, T, 1)
-            for level in range(1, len(self.periods)):
+            terminal = batch.get("is_terminal")
+            terminal = torch.zeros(B, T, device=device) if terminal is None else \
+                torch.as_tensor(terminal, device=device).float()
+            series = torch.stack([terminal, reward * counted if self.level_rewards is not None
+                                  else torch.zeros_like(terminal)], -1)  # (B, T, 2)
+            cum = F.pad(series.cumsum(1), (0, 0, 1, 0))  # (B, T+1, 2): cum[:, j] = sum of steps < j
+            for level, (reward_head, cont_head) in enumerate(self.window_heads, start=1):
                 period = self.periods[level]
-                target = window_sums(masked, tick_offsets(0, T, period), period, seg)[..., 0]  # (B, n_l)
-                pred = self.level_rewards[level - 1](posterior[level].features)[..., 0]
-                sq = 0.5 * (pred - target).square().sum() / B
-                total = total + cfg.reward_scale * sq
-                terms[f"reward_loss/{level}"] = sq.detach() / T
+                sums = window_sums(series, tick_offsets(0, T, period), period, seg)  # (B, n_l, 2)
+                # (x, window sums, weights): the ticks' posteriors, then the windows episodes end in
+                cases = [(posterior[level].features, sums, None)]
+                if closing is not None and closing[level] is not None:
+                    x, mask, lo = closing[level]
+                    ended = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, 2))  # (B, T, 2): (lo, t]
+                    cases.append((x, ended, mask))
+                if reward_head is not None:
+                    sq = sum(_window_reward_loss(reward_head(x), s[..., 1], w, cfg.level_reward_gate)
+                             for x, s, w in cases) / B
+                    total = total + cfg.reward_scale * sq
+                    terms[f"reward_loss/{level}"] = sq.detach() / T
+                if cont_head is not None:
+                    bce = sum(_weighted(F.binary_cross_entropy_with_logits(
+                        cont_head(x)[..., 0], (s[..., 0] == 0).float(), reduction="none"), w) for x, s, w in cases) / B
+                    total = total + cfg.continue_scale * bce
+                    terms[f"continue_loss/{level}"] = bce.detach() / T
         return total, terms
+
+
+def _gated(out: torch.Tensor, gate: bool) -> torch.Tensor:
+    """A reward head's prediction from its output ``[..., 1 | 2]``: the value, or with a gate
+    ``sigmoid(gate) * value``."""
+    return torch.sigmoid(out[..., 0]) * out[..., 1] if gate else out[..., 0]
+
+
+def _weighted(x: torch.Tensor, weight) -> torch.Tensor:
+    """``x`` summed, each element times ``weight`` (None: all ones)."""
+    return x.sum() if weight is None else (x * weight).sum()
+
+
+def _window_reward_loss(out: torch.Tensor, target: torch.Tensor, weight, gate: bool) -> torch.Tensor:
+    """A window-reward head's summed loss: Gaussian NLL (unit std) on the value, or with a gate
+    binary cross-entropy on whether the window pays at all plus the NLL where it does."""
+    if not gate:
+        return _weighted(0.5 * (out[..., 0] - target).square(), weight)
+    arrives = (target != 0).float()
+    bce = F.binary_cross_entropy_with_logits(out[..., 0], arrives, reduction="none")
+    return _weighted(bce + 0.5 * (out[..., 1] - target).square() * arrives, weight)

@@ -278,25 +278,14 @@ class CWVAE(nn.Module):
         dev = self.device
         seg = segment_starts(is_first, T, B, dev)  # (B, T)
         t = torch.arange(T, device=dev)
-        cum = None
+        action_prev = None
         if action is not None and self.config.action_dim:
             action_prev = _action_prev(action.float(), is_first)  # leads into each step
-            cum = F.pad(action_prev.cumsum(1), (0, 0, 1, 0))  # (B, T+1, A): cum[:, j] = sum of steps < j
         hs, zs, sums = [], [], []
-        for level in range(self.levels):
-            period, post = self.periods[level], traj.posterior[level]
-            tick = (t // period) * period  # (T,) the level's latest tick at or before t
-            alive = (seg <= tick).float()[..., None]  # (B, T, 1)
-            hs.append((post.h[:, t // period] * alive).detach().flatten(0, 1))  # (B*T, deter)
-            zs.append((post.z[:, t // period] * alive).detach().flatten(0, 1))
-            if level and self.action_dims[level] and cum is not None:
-                lo = torch.maximum(tick.expand(B, T), seg - 1)  # the window seen so far is (lo, t]
-                seen = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, cum.shape[-1]))
-                sums.append(seen.detach().flatten(0, 1))  # (B*T, A)
-            elif level and self.action_dims[level]:
-                sums.append(torch.zeros(B * T, self.config.action_dim, device=dev))
-            else:
-                sums.append(None)
+        for h, z, seen, _ in self._open_windows(traj, action_prev, seg):
+            hs.append(h.detach().flatten(0, 1))  # (B*T, deter)
+            zs.append(z.detach().flatten(0, 1))
+            sums.append(None if seen is None else seen.detach().flatten(0, 1))  # (B*T, A)
         phase = ((t + 1) % self.periods[-1]).repeat(B)  # (B*T,)
         groups = []
         for p in range(self.periods[-1]):
@@ -306,6 +295,71 @@ class CWVAE(nn.Module):
                 groups.append((index, CWState([pick(h) for h in hs], [pick(z) for z in zs], p,
                                               [pick(s) for s in sums])))
         return groups
+
+    def _open_windows(self, traj: Trajectory, action_prev, seg: torch.Tensor) -> list:
+        """Per level, after every step ``t`` of a trajectory observed from clock step 0: the
+        level's state at its latest tick ``o <= t`` (zero where an episode started after ``o``)
+        and its open window ``(lo, t]``, ``lo = max(o, episode start - 1)``.
+
+        Returns per level ``(h [B, T, deter], z [B, T, stoch], action sum [B, T, A] or None, lo
+        [B, T])``; the sum (levels > 0 that read actions) is of the actions leading into the
+        window's steps (``action_prev [B, T, A]``; zeros when None), not detached.
+        """
+        B, T = traj.posterior[0].h.shape[:2]
+        t = torch.arange(T, device=self.device)
+        cum = None if action_prev is None else F.pad(action_prev.cumsum(1), (0, 0, 1, 0))  # cum[:, j]: steps < j
+        out = []
+        for level in range(self.levels):
+            period, post = self.periods[level], traj.posterior[level]
+            tick = (t // period) * period  # (T,) the level's latest tick at or before t
+            alive = (seg <= tick).float()[..., None]  # (B, T, 1)
+            lo = torch.maximum(tick.expand(B, T), seg - 1)  # the window seen so far is (lo, t]
+            seen = None
+            if level and self.action_dims[level]:
+                if cum is None:
+                    seen = torch.zeros(B, T, self.config.action_dim, device=self.device)
+                else:
+                    seen = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, cum.shape[-1]))
+            out.append((post.h[:, t // period] * alive, post.z[:, t // period] * alive, seen, lo))
+        return out
+
+    def _closing_windows(self, traj: Trajectory, is_first, ends: torch.Tensor) -> list:
+        """The windows episodes end in (``model.window_ends``): where an episode ends at step ``t``
+        between two ticks of level ``l > 0``, no tick closes its window ``(lo, t]`` (the next
+        episode restarts every level). Each is closed here by one step of level ``l``'s prior
+        from its latest tick ``o <= t``, conditioned on the level above's state at its latest
+        tick ``<= t`` and on the window's actions scaled to a whole window's count (``p / (t -
+        lo)`` times their sum: a jumpy plan's summaries count ``p`` actions): the state jumpy
+        imagination reaches at that tick, read with the prior's mean.
+
+        Computed at every step (static shapes, no host sync) and masked.
+        ``ends [B, T]`` bool: the last steps of episodes. Returns per level (index 0 None)
+        ``(features [B, T, F], mask [B, T] float, lo [B, T])``.
+        """
+        B, T = ends.shape
+        t = torch.arange(T, device=self.device)
+        seg = segment_starts(is_first, T, B, self.device)
+        out: list = [None]
+        parts = self._open_windows(traj, traj.action_prev, seg)
+        for level in range(1, self.levels):
+            period, cell = self.periods[level], self.cells[level]
+            h, z, seen, lo = parts[level]
+            context = None
+            if level + 1 < self.levels:
+                up = self.periods[level + 1]
+                current = (seg <= (t // up) * up).float()[..., None]  # (B, T, 1)
+                context = traj.posterior[level + 1].features[:, t // up] * current
+            summary = None
+            if seen is not None:
+                scale = period / (t - lo).clamp(min=1).float()[..., None]  # (B, T, 1)
+                summary = self.action_mlps[level - 1](seen * scale)
+            cond = cell.condition(context, summary)  # (B, T, hidden) or None
+            h_next = cell.deter_step(h.flatten(0, 1), z.flatten(0, 1), None if cond is None else cond.flatten(0, 1))
+            mean, _ = cell.prior(h_next)
+            features = torch.cat([mean, h_next], dim=-1).view(B, T, -1)
+            mask = (ends & (t % period != 0)).float()
+            out.append((features, mask, lo))
+        return out
 
     def observe_step(self, state: CWState, image_t, action_prev=None, is_first=None, sample: bool = True,
                      vectors_t: Optional[dict] = None, validate: bool = True) -> CWState:
@@ -706,7 +760,10 @@ class CWVAE(nn.Module):
             penalty = penalty + self.beta[level] * torch.clamp(kl_train - self.config.free_nats, min=0.0)
             kl_total = kl_total + kl_seq
             terms[f"kl/{level}"] = kl_seq.detach() / T
-        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate, traj.action_prev)
+        closing = None
+        if self.config.window_ends and self.levels > 1:
+            closing = self._closing_windows(traj, is_first, _episode_ends(batch, is_first, B, T, image.device))
+        heads, head_terms = self.heads.losses(traj.posterior, batch, B, T, validate, traj.action_prev, closing)
         if self.vectors is not None:
             vector_loss = self.vectors.loss(traj.features, batch, B, T)
             heads = heads + self.config.vector_scale * vector_loss
@@ -739,7 +796,8 @@ def matched_rssm(config: ModelConfig) -> ModelConfig:
     stoch = config.stoch[0] if isinstance(config.stoch, list) else config.stoch
 
     def widened(width: int) -> ModelConfig:
-        return dataclasses.replace(config, levels=1, level_reward_heads=False, deter=width, hidden=width, stoch=stoch,
+        return dataclasses.replace(config, levels=1, level_reward_heads=False, level_continue_heads=False,
+                                   level_reward_gate=False, window_ends=False, deter=width, hidden=width, stoch=stoch,
                                    beta=config.beta if not isinstance(config.beta, list) else config.beta[0],
                                    use_obs=None)
 
@@ -763,6 +821,18 @@ def _gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
     """KL(N(mean_q, std_q) || N(mean_p, std_p)) per dimension, elementwise."""
     var_ratio = (std_q / std_p).square()
     return 0.5 * (var_ratio + ((mean_q - mean_p) / std_p).square() - 1.0 - var_ratio.log())
+
+
+def _episode_ends(batch: dict, is_first, B: int, T: int, device) -> torch.Tensor:
+    """``[B, T]`` bool: the steps episodes end at: before an episode start, or marked
+    ``is_terminal`` / ``is_last`` in the batch."""
+    ends = torch.zeros(B, T, dtype=torch.bool, device=device)
+    if is_first is not None:
+        ends[:, :-1] = torch.as_tensor(is_first, device=device)[:, 1:].bool()
+    for key in ("is_terminal", "is_last"):
+        if batch.get(key) is not None:
+            ends = ends | torch.as_tensor(batch[key], device=device).bool()
+    return ends
 
 
 def _action_prev(action, is_first, before=None):

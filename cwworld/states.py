@@ -212,7 +212,9 @@ class Rollout:
     level. ``frames`` is filled when decoding was asked for. With heads configured,
     ``reward`` and ``cont`` hold the bottom level's predictions ``[B, horizon]`` and
     ``level_rewards[l]`` level ``l``'s predicted reward sums over its windows
-    ``(o - k**l, o]``, ``[B, n_l]`` (index 0 is None), so a jumpy rollout can score a plan.
+    ``(o - k**l, o]``, ``[B, n_l]`` (index 0 is None), so a jumpy rollout can score a plan;
+    ``level_conts[l]`` (``model.level_continue_heads``) the probability that the episode still
+    runs at each window's end.
     """
 
     levels: list[Optional[LevelStates]]
@@ -222,6 +224,7 @@ class Rollout:
     reward: Optional[torch.Tensor] = None  # [B, horizon], the reward head's mean
     cont: Optional[torch.Tensor] = None  # [B, horizon], probability of continuing
     level_rewards: Optional[list] = None  # per level l > 0: [B, n_l] predicted window reward sums
+    level_conts: Optional[list] = None  # per level l > 0: [B, n_l] probability the episode runs at the window's end
     vectors: Optional[dict] = None  # decoded vector observations {name: [B, horizon, size]} (decode=True)
 
     @property

@@ -1,5 +1,7 @@
 """Agents: the Agent interface, CEM / MPPI / Clockwork planners on a trained world model."""
 
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -152,6 +154,24 @@ def test_clockwork_scores_near_candidates_with_the_far_plan_or_their_own_far_sam
     assert made.config.near_value == near_value
     with pytest.raises(ConfigError, match="agent.near_value: expected 'plan' or 'sample', found 'joint'"):
         AgentConfig(near_value="joint").validate()
+
+
+def test_clockwork_far_windows_count_while_the_episode_is_predicted_to_run():
+    agent = ClockworkPlanner(_model(level_continue_heads=True), PushSquare().action_space,
+                             ClockworkConfig(level=1, windows=3, discount=0.5), 1)
+    p = agent.period  # 2
+    rewards = torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 4.0]])
+    tail = SimpleNamespace(level_rewards=[None, rewards], level_conts=None)
+    discount = 0.5 ** (1 + p * torch.arange(1.0, 4.0))  # one near step, then windows ending 2, 4, 6 steps on
+    assert torch.allclose(agent.far_values(tail, 1), (rewards * discount).sum(1))
+    # window w counts times the probability that the episode runs after windows 1 .. w-1
+    tail.level_conts = [None, torch.tensor([[0.5, 0.5, 0.5], [0.0, 1.0, 1.0]])]
+    expected = torch.stack([(torch.tensor([1.0, 0.5, 0.25]) * discount).sum(), discount[0]])
+    assert torch.allclose(agent.far_values(tail, 1), expected)
+    # a model with window-continue heads hands their predictions to the planner's far rollout
+    model = _model(level_continue_heads=True)
+    rollout = model.imagine(model.initial(2), 4, actions=torch.zeros(2, 2, 2), levels=[1], sample=False)
+    assert rollout.level_conts[1].shape == (2, 2) and ((rollout.level_conts[1] > 0) & (rollout.level_conts[1] < 1)).all()
 
 
 def test_the_plan_is_warm_started_shifted_by_one_step():

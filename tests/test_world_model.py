@@ -265,3 +265,107 @@ def test_reward_gate_predicts_gate_times_value_and_trains_the_value_only_where_r
     with torch.no_grad():
         rollout = model.imagine(model.initial(1), 3, actions=torch.zeros(1, 3, 2))
     assert torch.allclose(rollout.reward, torch.full((1, 3), torch.sigmoid(torch.tensor(0.5)).item() * 2.0))
+
+
+def _window_heads_model(**overrides):
+    """k = 2 (level 1 windows of 2 steps, level 2 of 4) with window-reward heads that output 0 and
+    window-continue heads that output a logit of 20 (continue): a window's reward loss is
+    0.5 * target^2, its continue loss about 20 where the target is 0 (a terminal) and 0 else."""
+    model = tiny_model(level_reward_heads=True, level_continue_heads=True, **overrides)
+    for head in [*model.heads.level_rewards, *model.heads.level_conts]:
+        for p in head.parameters():
+            torch.nn.init.zeros_(p)
+    for head in model.heads.level_conts:
+        torch.nn.init.constant_(head.linears[-1].bias, 20.0)
+    return model
+
+
+@pytest.mark.parametrize("window_ends", [False, True])
+def test_window_heads_learn_the_window_an_episode_ends_in(window_ends):
+    # episode 0: steps 0-3, terminal at 3 (between level 1's ticks 2 and 4); episode 1 from 4
+    model = _window_heads_model(window_ends=window_ends)
+    batch = {"image": squares_video(1, 8), "reward": torch.arange(1.0, 9.0).view(1, 8),  # reward[t] = t + 1
+             "is_first": torch.tensor([[True, False, False, False, True, False, False, False]]),
+             "is_terminal": torch.tensor([[False, False, False, True, False, False, False, False]])}
+    _, m = model.loss(batch)
+    # level 1 ticks 0, 2, 4, 6 -> {0} (masked), {1, 2}, {4} (masked: episode start), {5, 6}: 0, 5, 0, 13;
+    # level 2 ticks 0, 4 -> 0, 0. No tick closes the windows (2, 3] (level 1: reward 4) and (0, 3] (level 2:
+    # 2 + 3 + 4 = 9), both holding the terminal: only window_ends trains the heads on them.
+    closed = 1.0 if window_ends else 0.0
+    assert abs(m["reward_loss/1"] - 0.5 * (5**2 + 13**2 + closed * 4**2) / 8) < 1e-4
+    assert abs(m["reward_loss/2"] - 0.5 * closed * 9**2 / 8) < 1e-4
+    for level in (1, 2):
+        assert abs(m[f"continue_loss/{level}"] - closed * 20 / 8) < 1e-3, (level, m)
+    # a terminal at a tick is in that tick's own window (no closing window there)
+    batch["is_terminal"] = torch.tensor([[False, False, True, False, False, False, False, False]])
+    batch["is_first"] = torch.tensor([[True, False, False, True, False, False, False, False]])
+    _, m = model.loss(batch)
+    assert abs(m["continue_loss/1"] - 20 / 8) < 1e-3  # tick 2's window {1, 2}
+    assert abs(m["continue_loss/2"] - closed * 20 / 8) < 1e-3  # level 2: (0, 2] closed only by window_ends
+
+
+def test_closing_window_is_the_state_jumpy_imagination_reaches():
+    """The state that closes an episode's last window is level 1's prior one tick on from its
+    latest tick, given the window's actions scaled to a whole window: what a jumpy rollout from
+    the state after that step reaches with the same summary."""
+    model = tiny_model(levels=2, factor=4, action_dim=2, windows="causal", level_reward_heads=True, window_ends=True)
+    torch.manual_seed(1)
+    B, T, t = 2, 8, 5  # the episode ends at t = 5: level 1's latest tick is 4, its open window (4, 5]
+    image, action = squares_video(B, T), torch.randn(B, T, 2)
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    is_first[:, 0] = True
+    ends = torch.zeros(B, T, dtype=torch.bool)
+    ends[:, t] = True
+    with torch.no_grad():
+        traj = model.observe(image, action, is_first)
+        features, mask, lo = model._closing_windows(traj, is_first, ends)[1]
+        assert mask[:, t].tolist() == [1.0, 1.0] and mask.sum() == 2 and lo[:, t].tolist() == [4, 4]
+        index, state = next((i, s) for i, s in model.start_states(traj, action, is_first) if (i == t).any())
+        row = (index == t).nonzero()[0, 0]  # batch 0's state after step t
+        start = state[row : row + 1]
+        seen = action[0, t - 1]  # the one action leading into step 5
+        more = seen * (4 - 1)  # the jumpy summary of the rest of the window: the sum becomes 4 x seen
+        rollout = model.imagine(start, 3, actions=more.view(1, 1, 2), levels=[1], sample=False)
+    assert torch.allclose(rollout.levels[1].features[0, 0], features[0, t], atol=1e-5)
+
+
+def test_level_reward_gate_and_window_head_options_are_checked():
+    import torch.nn.functional as F
+    from cwworld.config import ConfigError
+
+    with pytest.raises(ConfigError, match="level_reward_gate: needs model.level_reward_heads"):
+        tiny_config(level_reward_gate=True).validate()
+    with pytest.raises(ConfigError, match="window_ends: needs window heads"):
+        tiny_config(window_ends=True).validate()
+    model = tiny_model(level_reward_heads=True, level_reward_gate=True)  # k = 2
+    for head in model.heads.level_rewards:  # constant outputs: gate logit 0.5, value 2.0
+        with torch.no_grad():
+            head.linears[-1].weight.zero_()
+            head.linears[-1].bias.copy_(torch.tensor([0.5, 2.0]))
+    reward = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])  # level 1 windows {0}, {1, 2}, {3, 4}: 0, 0, 1
+    _, m = model.loss({"image": squares_video(1, 6), "reward": reward})
+    pays = torch.tensor([0.0, 0.0, 1.0])
+    expected = F.binary_cross_entropy_with_logits(torch.full((3,), 0.5), pays, reduction="sum") + 0.5 * (2.0 - 1.0) ** 2
+    assert abs(m["reward_loss/1"] - float(expected) / 6) < 1e-5
+    with torch.no_grad():
+        rollout = model.imagine(model.initial(1), 4, levels=[1, 2])
+    assert torch.allclose(rollout.level_rewards[1], torch.full((1, 2), torch.sigmoid(torch.tensor(0.5)).item() * 2.0))
+
+
+def test_window_coverage_counts_the_exits_no_tick_closes():
+    from conftest import load_benchmark
+
+    coverage = load_benchmark("window_coverage").coverage
+    # episodes from steps 0, 3 and 7, the first two ending in exits (reward and terminal) at steps 2
+    # and 6: both between level 1's ticks (k = 4: ticks 0, 4, 8)
+    is_first = np.zeros((1, 10), bool)
+    is_first[0, [0, 3, 7]] = True
+    reward, terminal = np.zeros((1, 10)), np.zeros((1, 10), bool)
+    reward[0, [2, 6]], terminal[0, [2, 6]] = [1.0, -1.0], True
+    out = coverage({"is_first": is_first, "reward": reward, "is_terminal": terminal}, [1, 4, 16])
+    assert out["rewards"] == 2 and out["terminals"] == 2
+    assert out[1] == ([0.0, 0.0], [2.0, 2.0])  # neither exit lies on a level-1 tick: (0, 2] and (4, 6] unclosed
+    is_first[0, 3], is_first[0, 5] = False, True  # the first episode now ends at 4, a tick
+    reward[0, [2, 4]], terminal[0, 2], terminal[0, 4] = [0.0, 1.0], False, True
+    out = coverage({"is_first": is_first, "reward": reward, "is_terminal": terminal}, [1, 4, 16])
+    assert out[1] == ([1.0, 1.0], [1.0, 1.0]) and out[2] == ([0.0, 0.0], [2.0, 2.0])
