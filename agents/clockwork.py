@@ -39,7 +39,7 @@ Episode ends: with ``model.level_continue_heads`` a far window's reward counts o
 the episode is predicted to be running when the window begins; without them the far part
 ignores episode ends, and its value is optimistic in tasks that terminate early. Models trained
 without ``model.window_ends`` never saw a window an episode ended in (between two ticks) in
-their window heads: in CueCorridor 24% of the exits reach level 1's head, 5% level 2's (see the
+their window heads: in CueCorridor 24% of the exits reach level 1's heads (``k = 4``; see the
 README). Candidate summaries for a discrete space are the
 action counts of ``p`` draws from the window's action distribution; for a ``Box`` space
 ``p`` times one per-step action sample (a constant action over the window).
