@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cwworld.clock import segment_starts, tick_offsets, window_sums
+from cwworld.clock import open_window_starts, open_window_sums, segment_starts, tick_offsets, window_sums
 from cwworld.config import load_config
 from cwworld.data.replay import ReplayBuffer
 
@@ -45,10 +45,7 @@ def coverage(batch: dict, periods: list[int]) -> dict:
             continue
         ticked = window_sums(series, tick_offsets(0, T, period), period, seg).sum((0, 1))
         # an unclosed window (o, t] holds an episode's last steps: those after the latest tick o
-        tick = (t // period) * period
-        lo = torch.maximum(tick.expand(B, T), seg - 1)
-        cum = torch.nn.functional.pad(series.cumsum(1), (0, 0, 1, 0))
-        ended = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, 2))
+        ended = open_window_sums(series, open_window_starts(seg, period))
         closing = (ends & (t % period != 0)).float()[..., None]
         out[level] = (ticked.tolist(), (ended * closing).sum((0, 1)).tolist())
     return out

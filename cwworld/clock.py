@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["tick_offsets", "level_lengths", "segment_starts", "window_sums", "pending_sum",
-           "forward_window_sums", "latest_ticks", "range_tensor"]
+           "forward_window_sums", "open_window_starts", "open_window_sums", "latest_ticks", "range_tensor"]
 
 
 def tick_offsets(start: int, length: int, period: int) -> range:
@@ -58,6 +58,22 @@ def segment_starts(is_first: Optional[torch.Tensor], length: int, batch: int, de
         return torch.full((batch, length), -1, dtype=torch.long, device=device)
     index = torch.arange(length, device=device).expand(batch, length)
     return torch.where(is_first, index, torch.full_like(index, -1)).cummax(dim=1).values
+
+
+def open_window_starts(seg: torch.Tensor, period: int) -> torch.Tensor:
+    """``[B, T]`` long: after each step ``t`` of a chunk starting at clock step 0, the level of
+    ``period`` holds the open window ``(lo, t]``, ``lo = max(latest tick o <= t, episode start - 1)``
+    (``seg`` from :func:`segment_starts`)."""
+    B, T = seg.shape
+    tick = (torch.arange(T, device=seg.device) // period) * period  # (T,)
+    return torch.maximum(tick.expand(B, T), seg - 1)
+
+
+def open_window_sums(x: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """Sum ``x [B, T, D]`` over ``(lo, t]`` for every step ``t`` (``lo [B, T]``, e.g. from
+    :func:`open_window_starts`) -> ``[B, T, D]``."""
+    cum = F.pad(x.cumsum(1), (0, 0, 1, 0))  # (B, T+1, D): cum[:, j] = sum of steps < j
+    return cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def _masked_window_sums(x: torch.Tensor, first: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .clock import segment_starts, tick_offsets, window_sums
+from .clock import open_window_sums, segment_starts, tick_offsets, window_sums
 from .config import ModelConfig
 from .nn.conv import MLP
 
@@ -267,7 +267,6 @@ class WorldModelHeads(nn.Module):
                 torch.as_tensor(terminal, device=device).float()
             series = torch.stack([terminal, reward * counted if self.level_rewards is not None
                                   else torch.zeros_like(terminal)], -1)  # (B, T, 2)
-            cum = F.pad(series.cumsum(1), (0, 0, 1, 0))  # (B, T+1, 2): cum[:, j] = sum of steps < j
             for level, (reward_head, cont_head) in enumerate(self.window_heads, start=1):
                 period = self.periods[level]
                 sums = window_sums(series, tick_offsets(0, T, period), period, seg)  # (B, n_l, 2)
@@ -275,8 +274,7 @@ class WorldModelHeads(nn.Module):
                 cases = [(posterior[level].features, sums, None)]
                 if closing is not None and closing[level] is not None:
                     x, mask, lo = closing[level]
-                    ended = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, 2))  # (B, T, 2): (lo, t]
-                    cases.append((x, ended, mask))
+                    cases.append((x, open_window_sums(series, lo), mask))  # sums over (lo, t]
                 if reward_head is not None:
                     sq = sum(_window_reward_loss(reward_head(x), s[..., 1], w, cfg.level_reward_gate)
                              for x, s, w in cases) / B

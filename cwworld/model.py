@@ -54,11 +54,10 @@ from typing import Callable, Optional, Sequence
 import torch
 from einops import rearrange
 from torch import nn
-from torch.nn import functional as F
 
 from . import inputs
-from .clock import (forward_window_sums, latest_ticks, level_lengths, pending_sum, range_tensor, segment_starts,
-                    tick_offsets, window_sums)
+from .clock import (forward_window_sums, latest_ticks, level_lengths, open_window_starts, open_window_sums,
+                    pending_sum, range_tensor, segment_starts, tick_offsets, window_sums)
 from .config import ModelConfig
 from .heads import VectorObservations, WorldModelHeads
 from .nn.conv import MLP, ConvDecoder, ConvEncoder
@@ -307,19 +306,15 @@ class CWVAE(nn.Module):
         """
         B, T = traj.posterior[0].h.shape[:2]
         t = torch.arange(T, device=self.device)
-        cum = None if action_prev is None else F.pad(action_prev.cumsum(1), (0, 0, 1, 0))  # cum[:, j]: steps < j
         out = []
         for level in range(self.levels):
             period, post = self.periods[level], traj.posterior[level]
-            tick = (t // period) * period  # (T,) the level's latest tick at or before t
-            alive = (seg <= tick).float()[..., None]  # (B, T, 1)
-            lo = torch.maximum(tick.expand(B, T), seg - 1)  # the window seen so far is (lo, t]
+            alive = (seg <= (t // period) * period).float()[..., None]  # (B, T, 1): no start since the tick
+            lo = open_window_starts(seg, period)  # the window seen so far is (lo, t]
             seen = None
             if level and self.action_dims[level]:
-                if cum is None:
-                    seen = torch.zeros(B, T, self.config.action_dim, device=self.device)
-                else:
-                    seen = cum[:, 1:] - cum.gather(1, (lo + 1)[..., None].expand(-1, -1, cum.shape[-1]))
+                seen = torch.zeros(B, T, self.config.action_dim, device=self.device) if action_prev is None \
+                    else open_window_sums(action_prev, lo)
             out.append((post.h[:, t // period] * alive, post.z[:, t // period] * alive, seen, lo))
         return out
 
