@@ -373,6 +373,25 @@ def test_point_reach_pays_for_approaching_the_target():
         inner.step(np.array([np.nan, 0.0]))
 
 
+def test_reach_probe_finds_the_dot_where_the_environment_put_it():
+    """benchmarks/reach_probe.py locates the dot in a frame as its bright pixels' centroid (the
+    grey target square ignored), exactly where the environment drew it, and NaN when it is gone."""
+    from cwworld.envs import PointReach
+    from conftest import load_benchmark
+
+    dot_centre = load_benchmark("reach_probe").dot_centre
+    env = PointReach()
+    for seed in range(5):
+        frame, _ = env.reset(seed=seed)
+        for _ in range(3):
+            centre = dot_centre(frame.astype(np.float32) / 255)
+            drawn = np.rint(env._dot) + 3  # drawn at the rounded position, 6 px wide
+            # the dot may hide part of the target but never the other way round
+            assert np.allclose(centre, drawn), (seed, centre, drawn)
+            frame, *_ = env.step(env.action_space.sample())
+    assert np.isnan(dot_centre(np.zeros((64, 64, 3), np.float32))).all()
+
+
 def test_an_unknown_or_importing_env_id_is_refused_by_name(tmp_path, capsys):
     from cwworld.cli import main
 
