@@ -43,7 +43,7 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                                plan_iterations=config.iterations, plan_discount=config.plan_discount)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
-                  discount=config.discount, explore=explore)
+                  discount=config.discount, explore=explore, initial_probs=config.initial_probs)
     if config.kind == "clockwork":
         planner_config = ClockworkConfig(level=config.level, windows=config.windows, near_value=config.near_value,
                                          **common)

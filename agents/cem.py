@@ -11,13 +11,15 @@ shifted by one step, starts the next decision (warm start).
 Distributions: a Gaussian per step and action dimension for ``Box`` spaces (samples clipped to
 the bounds; the plan is its mean); for discrete spaces a categorical per step ("categorical
 CEM": candidates are one-hot samples, the refit takes the elites' action frequencies; the plan
-is the most probable action).
+is the most probable action). A fresh step (the first plan, the step appended at each shift)
+starts uniform, or from ``initial_probs``, a prior over the actions.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import torch
@@ -38,6 +40,10 @@ class CEMConfig:
     min_std: float = 0.05  # Box: floor of the sampling std, in action units
     min_prob: float = 0.02  # discrete: every action keeps at least this probability
     explore: float = 0.0  # Box: std of Gaussian noise on the executed action; discrete: chance of a random one
+    # discrete: the sampling distribution of every fresh plan step (the first plan, and the step
+    # appended when the plan shifts), one positive probability per action; None: uniform. A prior
+    # over actions, like the random prefill's ``data.random_probs``.
+    initial_probs: Optional[Sequence[float]] = None
 
     def validate(self) -> None:
         for name in ("horizon", "population", "elites", "iterations"):
@@ -48,6 +54,11 @@ class CEMConfig:
                              f"({self.population})")
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"{type(self).__name__}.discount must lie in (0, 1], found {self.discount}")
+        if self.initial_probs is not None:
+            probs = [float(p) for p in self.initial_probs]
+            if not probs or any(not math.isfinite(p) or p <= 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
+                raise ValueError(f"{type(self).__name__}.initial_probs must be positive probabilities summing to 1, "
+                                 f"found {self.initial_probs}")
 
 
 class CEMPlanner(Agent):
@@ -67,6 +78,10 @@ class CEMPlanner(Agent):
         self.config = config or self.config_class()
         self.config.validate()
         super().__init__(model, action_space, num_envs, observation_space, seed)
+        if self.config.initial_probs is not None and (not self.spec.discrete
+                                                      or len(self.config.initial_probs) != self.spec.dim):
+            raise ValueError(f"{type(self).__name__}: initial_probs {list(self.config.initial_probs)} needs a Discrete "
+                             f"action space of {len(self.config.initial_probs)} actions, found {action_space}")
         self.terminal_value = terminal_value
         self.imagine_calls = 0
         self.plan = self._initial_plan(num_envs, self.config.horizon)  # warm start, per environment
@@ -76,7 +91,10 @@ class CEMPlanner(Agent):
     def _initial_plan(self, B: int, H: int) -> dict:
         spec, dev = self.spec, self.device
         if spec.discrete:
-            return {"probs": torch.full((B, H, spec.dim), 1.0 / spec.dim, device=dev)}
+            if self.config.initial_probs is None:
+                return {"probs": torch.full((B, H, spec.dim), 1.0 / spec.dim, device=dev)}
+            probs = torch.tensor([float(p) for p in self.config.initial_probs], device=dev)
+            return {"probs": probs.expand(B, H, -1).clone()}
         low, high = spec.bounds(dev)
         return {"mean": ((low + high) / 2).expand(B, H, -1).clone(), "std": ((high - low) / 2).expand(B, H, -1).clone()}
 

@@ -42,7 +42,11 @@ without ``model.window_ends`` never saw a window an episode ended in (between tw
 their window heads: in CueCorridor 24% of the exits reach level 1's heads (``k = 4``; see the
 README). Candidate summaries for a discrete space are the
 action counts of ``p`` draws from the window's action distribution; for a ``Box`` space
-``p`` times one per-step action sample (a constant action over the window).
+``p`` times one per-step action sample (a constant action over the window). Drawn from a
+uniform start, windows are mostly mixed (with ``p = 4`` and 3 actions, 1 in 81 is four of one
+action), so a far plan that pays only after several windows of mostly one action (CueCorridor:
+walk forward for 5-6 windows, then turn) is rarely among the candidates; ``initial_probs`` (a
+prior over the actions for fresh windows and steps) makes it likelier (see the README).
 """
 
 from __future__ import annotations

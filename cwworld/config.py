@@ -363,6 +363,7 @@ class AgentConfig:
     level: int = 1  # clockwork: the upper level that plans the far future
     windows: int = 8  # clockwork: far windows of that level
     near_value: Literal["plan", "sample"] = "plan"  # clockwork: near candidates scored with the far plan or their own far samples
+    initial_probs: Optional[list[float]] = None  # cem, mppi, clockwork with discrete actions: a fresh plan step's action probabilities (None: uniform)
     return_lambda: float = 0.95  # actor_critic: λ of the λ-returns
     entropy: float = 3.0e-3  # actor_critic: weight of the policy's entropy
     actor_lr: float = 3.0e-4  # actor_critic
@@ -400,6 +401,11 @@ class AgentConfig:
             raise ConfigError(f"agent.near_value: expected 'plan' or 'sample', found {self.near_value!r}")
         if self.elites > self.population:
             raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
+        if self.initial_probs is not None:
+            if not self.initial_probs or any(not np.isfinite(p) or p <= 0 for p in self.initial_probs) \
+                    or abs(sum(self.initial_probs) - 1) > 1e-6:
+                raise ConfigError(f"agent.initial_probs must be positive probabilities summing to 1, one per "
+                                  f"action, got {self.initial_probs}")
 
 
 @dataclass

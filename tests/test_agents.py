@@ -191,6 +191,33 @@ def test_the_plan_is_warm_started_shifted_by_one_step():
     assert torch.equal(agent.plan["mean"][1, :3], known["mean"][1, 1:])
 
 
+def test_a_discrete_plan_starts_from_initial_probs_and_appends_them_when_it_shifts():
+    model = _model(action_low=None, action_high=None, action_dim=3)
+    space = gym.spaces.Discrete(3)
+    prior = [0.6, 0.2, 0.2]
+    agent = make_agent(AgentConfig(kind="clockwork", windows=3, population=8, elites=2, initial_probs=prior),
+                       model, space, 2)
+    assert torch.allclose(agent.plan["probs"], torch.tensor(prior).expand(2, agent.period, 3))
+    assert torch.allclose(agent.far["probs"], torch.tensor(prior).expand(2, 3, 3))  # the far windows too
+    cem = CEMPlanner(model, space, CEMConfig(horizon=4, population=8, elites=2, initial_probs=prior), 2)
+    known = torch.tensor([0.1, 0.1, 0.8]).expand(2, 4, 3).clone()
+    cem.plan = {"probs": known.clone()}
+    cem.optimise = lambda state, dist: dist
+    cem.starting[:] = False
+    cem.act(squares_video(2, 1)[:, 0], is_first=[False, False])
+    assert torch.equal(cem.plan["probs"][:, :3], known[:, 1:])
+    assert torch.allclose(cem.plan["probs"][:, 3], torch.tensor(prior))  # the fresh step: the prior, not uniform
+    assert torch.allclose(CEMPlanner(model, space, CEMConfig(horizon=2), 1).plan["probs"], torch.full((1, 2, 3), 1 / 3))
+    with pytest.raises(ValueError, match=r"initial_probs \[0.5, 0.5\] needs a Discrete action space of 2 actions, "
+                                         r"found Discrete\(3\)"):
+        CEMPlanner(model, space, CEMConfig(initial_probs=[0.5, 0.5]))
+    with pytest.raises(ValueError, match="initial_probs must be positive probabilities summing to 1"):
+        CEMPlanner(model, space, CEMConfig(initial_probs=[0.6, 0.6, -0.2]))
+    with pytest.raises(ConfigError, match=r"agent.initial_probs must be positive probabilities summing to 1, one per "
+                                          r"action, got \[0.5, 0.6, 0.1\]"):
+        AgentConfig(initial_probs=[0.5, 0.6, 0.1]).validate()
+
+
 def test_resetting_one_environment_leaves_the_others_filter_state_alone():
     model = _model()
     space = PushSquare().action_space
