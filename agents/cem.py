@@ -17,12 +17,13 @@ starts uniform, or from ``initial_probs``, a prior over the actions.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import torch
+
+from cwworld.config import check_probabilities
 
 from .base import Agent, discounted_return
 
@@ -55,10 +56,7 @@ class CEMConfig:
         if not 0.0 < self.discount <= 1.0:
             raise ValueError(f"{type(self).__name__}.discount must lie in (0, 1], found {self.discount}")
         if self.initial_probs is not None:
-            probs = [float(p) for p in self.initial_probs]
-            if not probs or any(not math.isfinite(p) or p <= 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
-                raise ValueError(f"{type(self).__name__}.initial_probs must be positive probabilities summing to 1, "
-                                 f"found {self.initial_probs}")
+            check_probabilities(f"{type(self).__name__}.initial_probs", self.initial_probs, positive=True)
 
 
 class CEMPlanner(Agent):
@@ -82,6 +80,9 @@ class CEMPlanner(Agent):
                                                       or len(self.config.initial_probs) != self.spec.dim):
             raise ValueError(f"{type(self).__name__}: initial_probs {list(self.config.initial_probs)} needs a Discrete "
                              f"action space of {len(self.config.initial_probs)} actions, found {action_space}")
+        # a fresh discrete step's probabilities [A] (None: uniform)
+        self._prior = None if self.config.initial_probs is None else \
+            torch.tensor([float(p) for p in self.config.initial_probs], device=self.device)
         self.terminal_value = terminal_value
         self.imagine_calls = 0
         self.plan = self._initial_plan(num_envs, self.config.horizon)  # warm start, per environment
@@ -91,10 +92,9 @@ class CEMPlanner(Agent):
     def _initial_plan(self, B: int, H: int) -> dict:
         spec, dev = self.spec, self.device
         if spec.discrete:
-            if self.config.initial_probs is None:
+            if self._prior is None:
                 return {"probs": torch.full((B, H, spec.dim), 1.0 / spec.dim, device=dev)}
-            probs = torch.tensor([float(p) for p in self.config.initial_probs], device=dev)
-            return {"probs": probs.expand(B, H, -1).clone()}
+            return {"probs": self._prior.expand(B, H, -1).clone()}
         low, high = spec.bounds(dev)
         return {"mean": ((low + high) / 2).expand(B, H, -1).clone(), "std": ((high - low) / 2).expand(B, H, -1).clone()}
 

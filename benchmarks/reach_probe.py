@@ -23,6 +23,7 @@ square is grey, 0.47) and compared with the environment's. Columns, in pixels (f
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -64,17 +65,16 @@ def probe(run: str, episodes: int, context: int, horizon: int, step: int = 0) ->
             prev, first = torch.as_tensor(action)[None], torch.zeros(1, dtype=torch.bool)
         state = model.observe_step(state, torch.as_tensor(frame)[None], prev, first, sample=False)
         posterior = model.decode(state.features(0)[:, None])[0, 0].numpy()
-        recon.append(np.linalg.norm(dot_centre(posterior) - (env._dot + DOT / 2)))
+        start_seen = dot_centre(posterior)
+        recon.append(np.linalg.norm(start_seen - (env._dot + DOT / 2)))
         direction = (env._target + 5) - (env._dot + DOT / 2)
         direction = direction / max(np.linalg.norm(direction), 1e-6)
         for sign in (+1, -1):
             act = np.clip(sign * direction, -1, 1).astype(np.float32)
             actions = torch.as_tensor(np.tile(act, (1, horizon, 1)))
-            roll = model.imagine(state, horizon, actions=actions, sample=False, decode=True)
+            roll = model.imagine(state, horizon, actions=actions, sample=False, decode=sign == +1)  # frames: towards only
             predicted[sign].append(float(roll.reward.sum()))
-            sim = PointReach()
-            sim.reset(seed=episode)
-            sim._dot, sim._target, sim._t = env._dot.copy(), env._target.copy(), env._t
+            sim = copy.deepcopy(env)  # the environment where the imagination starts
             start = sim._dot + DOT / 2
             truth, rewards = [], []
             for _ in range(horizon):
@@ -87,7 +87,6 @@ def probe(run: str, episodes: int, context: int, horizon: int, step: int = 0) ->
                 errors.append([np.linalg.norm(p - t) for p, t in zip(imagined, truth)])
                 lost.append(np.mean([np.isnan(p).any() for p in imagined]))
                 true_move = np.linalg.norm(truth[-1] - start)
-                start_seen = dot_centre(posterior)
                 if true_move > 4 and not np.isnan(imagined[-1]).any() and not np.isnan(start_seen).any():
                     moved.append(np.linalg.norm(imagined[-1] - start_seen) / true_move)
     errors = np.array(errors)

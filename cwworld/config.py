@@ -319,10 +319,7 @@ class DataConfig:
             _check_min(f"data.{name}", getattr(self, name), 1)
         _check_range("data.episode_starts", self.episode_starts, 0.0, 1.0)
         if self.random_probs is not None:
-            if not self.random_probs or any(not np.isfinite(p) or p < 0 for p in self.random_probs) \
-                    or abs(sum(self.random_probs) - 1) > 1e-6:
-                raise ConfigError(f"data.random_probs must be non-negative probabilities summing to 1, one per "
-                                  f"action, got {self.random_probs}")
+            check_probabilities("data.random_probs", self.random_probs)
         if self.env is not None and ":" in str(self.env):
             raise ConfigError(f"data.env: {self.env!r} names a module to import ('module:Env'); a config does not "
                               "import code: register the environment with gymnasium.register in your own code "
@@ -402,10 +399,7 @@ class AgentConfig:
         if self.elites > self.population:
             raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
         if self.initial_probs is not None:
-            if not self.initial_probs or any(not np.isfinite(p) or p <= 0 for p in self.initial_probs) \
-                    or abs(sum(self.initial_probs) - 1) > 1e-6:
-                raise ConfigError(f"agent.initial_probs must be positive probabilities summing to 1, one per "
-                                  f"action, got {self.initial_probs}")
+            check_probabilities("agent.initial_probs", self.initial_probs, positive=True)
 
 
 @dataclass
@@ -643,6 +637,16 @@ def _type_name(tp) -> str:
     if tp is type(None):
         return "null"
     return getattr(tp, "__name__", str(tp))
+
+
+def check_probabilities(key: str, probs, positive: bool = False) -> None:
+    """Refuse ``probs`` (one per action) unless they are finite, non-negative (``positive``: > 0)
+    and sum to 1; the :class:`ConfigError` names ``key``."""
+    values = [float(p) for p in probs]
+    if not values or any(not np.isfinite(p) or p < 0 or (positive and p == 0) for p in values) \
+            or abs(sum(values) - 1) > 1e-6:
+        kind = "positive" if positive else "non-negative"
+        raise ConfigError(f"{key} must be {kind} probabilities summing to 1, one per action, got {list(probs)}")
 
 
 def _check_min(key: str, value, low) -> None:
