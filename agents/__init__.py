@@ -18,18 +18,22 @@ from .cem import CEMConfig, CEMPlanner
 from .clockwork import ClockworkConfig, ClockworkPlanner
 from .mppi import MPPIConfig, MPPIPlanner
 from .random_agent import RandomAgent
+from .replay_prior import replay_action_priors
 
 __all__ = ["ActionSpec", "ActorCritic", "ActorCriticConfig", "ActorCriticNets", "Agent", "CEMConfig", "CEMPlanner", "ClockworkConfig", "ClockworkPlanner", "MPPIConfig",
-           "MPPIPlanner", "RandomAgent", "discounted_return", "load_agent", "make_agent"]
+           "MPPIPlanner", "RandomAgent", "discounted_return", "load_agent", "make_agent", "planner_priors",
+           "replay_action_priors"]
 
 
 def make_agent(config, model, action_space, num_envs: int = 1, observation_space=None, seed=None,
-               explore: float = 0.0, nets: ActorCriticNets = None, evaluate: bool = False) -> Agent:
+               explore: float = 0.0, nets: ActorCriticNets = None, evaluate: bool = False, replay=None) -> Agent:
     """The agent a :class:`cwworld.config.AgentConfig` describes, acting with ``model``.
 
     ``nets``: an actor-critic's networks to share (e.g. those being trained); ``evaluate``: act
     by the actor-critic's mode instead of sampling, or with ``plan_horizon`` by planning (which
-    collecting agents do only with ``plan_collect``)."""
+    collecting agents do only with ``plan_collect``). ``replay``: the
+    :class:`cwworld.data.replay.ReplayBuffer` that ``initial_probs: replay`` takes its priors from
+    (:func:`planner_priors`)."""
     if config.kind == "random":
         return RandomAgent(action_space, num_envs, model=None, seed=seed)
     if config.kind == "actor_critic":
@@ -42,15 +46,34 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                                plan_population=config.population, plan_elites=config.elites,
                                plan_iterations=config.iterations, plan_discount=config.plan_discount)
         return ActorCritic(model, action_space, ac, num_envs, observation_space, nets=nets, seed=seed)
+    step_probs, window_probs = planner_priors(config, model, action_space, replay)
     common = dict(population=config.population, elites=config.elites, iterations=config.iterations,
-                  discount=config.discount, explore=explore, initial_probs=config.initial_probs)
+                  discount=config.discount, explore=explore, initial_probs=step_probs)
     if config.kind == "clockwork":
         planner_config = ClockworkConfig(level=config.level, windows=config.windows, near_value=config.near_value,
-                                         **common)
+                                         far_search=config.far_search, window_probs=window_probs, **common)
         return ClockworkPlanner(model, action_space, planner_config, num_envs, observation_space, seed)
     kind, config_class = {"cem": (CEMPlanner, CEMConfig), "mppi": (MPPIPlanner, MPPIConfig)}[config.kind]
     return kind(model, action_space, config_class(horizon=config.horizon, **common), num_envs, observation_space,
                 seed=seed)
+
+
+def planner_priors(config, model, action_space, replay=None):
+    """A planner's ``(initial_probs, window_probs)`` for :class:`cwworld.config.AgentConfig`
+    ``config``: its own ``initial_probs`` (and no window prior), or with ``initial_probs:
+    replay`` the replay's action frequencies per step and, for ``far_search: compositions``, per
+    window of the planning level (:func:`replay_action_priors`; None where the replay has none
+    yet, e.g. before the prefill)."""
+    if config.initial_probs != "replay":
+        return config.initial_probs, None
+    spec = ActionSpec(action_space)
+    if not spec.discrete:
+        raise ValueError(f"agent.initial_probs: replay needs a discrete action space, found {action_space}")
+    if replay is None:
+        raise ValueError("agent.initial_probs: replay needs the run's replay buffer (make_agent(..., replay=...))")
+    period = model.periods[config.level] if config.kind == "clockwork" and config.far_search == "compositions" \
+        else None
+    return replay_action_priors(replay, spec.dim, period)
 
 
 def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = True, device="cpu", overrides=(),
@@ -77,8 +100,16 @@ def load_agent(run_dir, num_envs: int = 1, checkpoint=None, evaluate: bool = Tru
     if not config.data.env:
         raise ValueError(f"load_agent: {run_dir} is not an online run (its config has no data.env)")
     env = make_env(config.data.env)
+    replay = None
+    if config.agent.initial_probs == "replay":  # the run's replay, as its training ended
+        from pathlib import Path
+
+        from cwworld.data.replay import ReplayBuffer
+
+        replay = ReplayBuffer.load(Path(run_dir) / "replay", capacity=config.data.capacity)
     agent = make_agent(config.agent, model, env.action_space, num_envs, env.observation_space,
-                       explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate, seed=seed)
+                       explore=0.0 if evaluate else config.agent.explore, evaluate=evaluate, seed=seed,
+                       replay=replay)
     if "agent" in state and hasattr(agent, "nets"):
         agent.nets.load_state_dict(state["agent"]["nets"])
     env.close()

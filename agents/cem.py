@@ -12,7 +12,9 @@ Distributions: a Gaussian per step and action dimension for ``Box`` spaces (samp
 the bounds; the plan is its mean); for discrete spaces a categorical per step ("categorical
 CEM": candidates are one-hot samples, the refit takes the elites' action frequencies; the plan
 is the most probable action). A fresh step (the first plan, the step appended at each shift)
-starts uniform, or from ``initial_probs``, a prior over the actions.
+starts uniform, or from ``initial_probs``, a prior over the actions (:meth:`CEMPlanner.set_prior`
+replaces it while acting: ``agent.initial_probs: replay`` keeps it at the replay's action
+frequencies as the replay grows).
 """
 
 from __future__ import annotations
@@ -76,18 +78,29 @@ class CEMPlanner(Agent):
         self.config = config or self.config_class()
         self.config.validate()
         super().__init__(model, action_space, num_envs, observation_space, seed)
-        if self.config.initial_probs is not None and (not self.spec.discrete
-                                                      or len(self.config.initial_probs) != self.spec.dim):
-            raise ValueError(f"{type(self).__name__}: initial_probs {list(self.config.initial_probs)} needs a Discrete "
-                             f"action space of {len(self.config.initial_probs)} actions, found {action_space}")
-        # a fresh discrete step's probabilities [A] (None: uniform)
-        self._prior = None if self.config.initial_probs is None else \
-            torch.tensor([float(p) for p in self.config.initial_probs], device=self.device)
+        self._prior = self._step_prior(self.config.initial_probs)  # a fresh discrete step's probabilities [A]
         self.terminal_value = terminal_value
         self.imagine_calls = 0
         self.plan = self._initial_plan(num_envs, self.config.horizon)  # warm start, per environment
 
     # -- the distribution over action sequences ------------------------------------------
+
+    def _step_prior(self, probs) -> Optional[torch.Tensor]:
+        """``probs`` (one per discrete action) as a tensor ``[A]``, checked; None stays None (uniform)."""
+        if probs is None:
+            return None
+        if not self.spec.discrete or len(probs) != self.spec.dim:
+            raise ValueError(f"{type(self).__name__}: initial_probs {list(probs)} needs a Discrete action space of "
+                             f"{len(probs)} actions, found {self.spec.space}")
+        check_probabilities(f"{type(self).__name__}.initial_probs", probs, positive=True)
+        return torch.tensor([float(p) for p in probs], device=self.device)
+
+    def set_prior(self, step_probs=None, window_probs=None) -> None:
+        """From now on, start fresh plan steps from ``step_probs`` (one probability per discrete
+        action; None: uniform), e.g. the replay's action frequencies as it grows
+        (:func:`cwworld.agents.replay_prior.replay_action_priors`); plans under way keep theirs.
+        ``window_probs``: for the Clockwork planner's far windows (ignored here)."""
+        self._prior = self._step_prior(step_probs)
 
     def _initial_plan(self, B: int, H: int) -> dict:
         spec, dev = self.spec, self.device
@@ -112,15 +125,17 @@ class CEMPlanner(Agent):
         low, high = self.spec.bounds(mean.device)
         return torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)
 
-    def refit(self, dist: dict, candidates: torch.Tensor, scores: torch.Tensor) -> dict:
-        """The distribution fitted to the ``elites`` best candidates (``[B, N, H, A]``, scores ``[B, N]``)."""
+    def refit(self, dist: dict, candidates: torch.Tensor, scores: torch.Tensor,
+              min_prob: Optional[float] = None) -> dict:
+        """The distribution fitted to the ``elites`` best candidates (``[B, N, H, A]``, scores
+        ``[B, N]``); discrete: every category keeps ``min_prob`` (default ``config.min_prob``)."""
         cfg = self.config
         top = scores.topk(cfg.elites, dim=1).indices  # (B, E)
         elites = candidates.gather(1, top[..., None, None].expand(-1, -1, *candidates.shape[2:]))  # (B, E, H, A)
         if self.spec.discrete:
             probs = elites.mean(1)
             probs = cfg.momentum * dist["probs"] + (1 - cfg.momentum) * probs
-            return {"probs": _floor(probs, cfg.min_prob)}
+            return {"probs": _floor(probs, cfg.min_prob if min_prob is None else min_prob)}
         mean = cfg.momentum * dist["mean"] + (1 - cfg.momentum) * elites.mean(1)
         std = cfg.momentum * dist["std"] + (1 - cfg.momentum) * elites.std(1, unbiased=False)
         return {"mean": mean, "std": std.clamp(min=cfg.min_std)}

@@ -40,27 +40,45 @@ the episode is predicted to be running when the window begins; without them the 
 ignores episode ends, and its value is optimistic in tasks that terminate early. Models trained
 without ``model.window_ends`` never saw a window an episode ended in (between two ticks) in
 their window heads: in CueCorridor 24% of the exits reach level 1's heads (``k = 4``; see the
-README). Candidate summaries for a discrete space are the
-action counts of ``p`` draws from the window's action distribution; for a ``Box`` space
-``p`` times one per-step action sample (a constant action over the window). Drawn from a
-uniform start, windows are mostly mixed (with ``p = 4`` and 3 actions, 1 in 81 is four of one
-action), so a far plan that pays only after several windows of mostly one action (CueCorridor:
-walk forward for 5-6 windows, then turn) is rarely among the candidates; ``initial_probs`` (a
-prior over the actions for fresh windows and steps) makes it likelier (see the README).
+README).
+
+Far candidates. For a ``Box`` space a window's summary is ``p`` times one per-step action sample
+(a constant action over the window), so the search is over summaries already. For a discrete
+space, ``far_search`` says what each far window's categorical is over:
+
+* ``"steps"`` (default): the actions of one step; a candidate window is ``p`` draws from it
+  and its summary their counts, refitted to the elites' action frequencies;
+* ``"compositions"``: the window summaries themselves, every count vector of ``p`` steps over
+  ``A`` actions (:func:`window_compositions`; 15 at ``p = 4``, ``A = 3``), refitted to the
+  elites' compositions, so a plan can settle on "four ``forward``" without every step having to.
+
+Drawn from a uniform start, per-step windows are mostly mixed (with ``p = 4`` and 3 actions, 1
+in 81 is four of one action), so a far plan that pays only after several windows of mostly one
+action (CueCorridor: walk forward for 5-6 windows, then turn) is rarely among the candidates.
+``initial_probs`` (a prior over the actions for fresh steps and windows; with compositions, the
+multinomial probabilities of the counts) makes it likelier; ``initial_probs: replay`` in the
+agent config takes it from the replay instead (:mod:`cwworld.agents.replay_prior`), per window
+with compositions; and the far part must reach past the reward (``windows``). See the README
+for what each buys on CueCorridor.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import gymnasium as gym
 import torch
 
+from cwworld.config import check_probabilities
+
 from .base import discounted_return
 from .cem import CEMConfig, CEMPlanner
 
-__all__ = ["ClockworkConfig", "ClockworkPlanner"]
+__all__ = ["ClockworkConfig", "ClockworkPlanner", "window_compositions"]
+
+MAX_COMPOSITIONS = 4096  # far_search="compositions" refuses action spaces and periods with more
 
 
 @dataclass
@@ -69,6 +87,13 @@ class ClockworkConfig(CEMConfig):
     windows: int = 4  # far windows of that level after the near part
     horizon: int = 0  # unused: the near part runs to the level's next tick
     near_value: Literal["plan", "sample"] = "plan"  # what follows a near candidate when it is scored (above)
+    # discrete: what a far window's distribution is over: "steps", a categorical per step whose p
+    # draws give the window's summary, or "compositions", a categorical over the window summaries
+    # themselves (the action counts, C(p + A - 1, A - 1) of them)
+    far_search: Literal["steps", "compositions"] = "steps"
+    # far_search="compositions": a fresh far window's probability of each composition, in the order
+    # of window_compositions(p, A) (None: from initial_probs, or uniform)
+    window_probs: Optional[Sequence[float]] = None
 
     def validate(self) -> None:
         self.horizon = max(self.horizon, 1)
@@ -77,6 +102,8 @@ class ClockworkConfig(CEMConfig):
             raise ValueError(f"ClockworkConfig: level and windows must be >= 1, found {self.level}, {self.windows}")
         if self.near_value not in ("plan", "sample"):
             raise ValueError(f"ClockworkConfig.near_value must be 'plan' or 'sample', found {self.near_value!r}")
+        if self.far_search not in ("steps", "compositions"):
+            raise ValueError(f"ClockworkConfig.far_search must be 'steps' or 'compositions', found {self.far_search!r}")
 
 
 class ClockworkPlanner(CEMPlanner):
@@ -98,19 +125,73 @@ class ClockworkPlanner(CEMPlanner):
         self.period = None if model is None else model.periods[config.level]
         config.horizon = self.period or 1
         super().__init__(model, action_space, config, num_envs, observation_space, None, seed)
-        self.far = self._initial_plan(num_envs, config.windows)
+        self.compositions = None  # far_search="compositions": every window summary [C, A]
+        if config.far_search == "compositions":
+            p, A = self.period, self.spec.dim
+            if not self.spec.discrete:
+                raise ValueError(f"ClockworkPlanner: far_search='compositions' needs a discrete action space, found "
+                                 f"{action_space} (a Box window is already searched as its summary, p x one action)")
+            count = math.comb(p + A - 1, A - 1)
+            if count > MAX_COMPOSITIONS:
+                raise ValueError(f"ClockworkPlanner: far_search='compositions' with {A} actions and windows of {p} "
+                                 f"steps has {count} compositions, more than {MAX_COMPOSITIONS}: use far_search='steps'")
+            self.compositions = window_compositions(p, A).to(self.device)  # (C, A)
+        self._far_prior = self._window_prior(config.window_probs)
+        self.far = self._initial_far(num_envs, config.windows)
+
+    def _window_prior(self, probs) -> Optional[torch.Tensor]:
+        """A fresh far window's distribution over :attr:`compositions` ``[C]`` (None without
+        them): ``probs`` (checked), else with a step prior the multinomial probability of each
+        composition (what ``p`` draws from it give, as in ``"steps"``), else uniform."""
+        if self.compositions is None:
+            return None
+        C, p = len(self.compositions), self.period
+        if probs is not None:
+            if len(probs) != C:
+                raise ValueError(f"ClockworkPlanner: window_probs has {len(probs)} values, expected one per "
+                                 f"composition of {p} steps over {self.spec.dim} actions ({C})")
+            check_probabilities("ClockworkConfig.window_probs", probs, positive=True)
+            return torch.tensor([float(q) for q in probs], device=self.device)
+        if self._prior is None:
+            return torch.full((C,), 1.0 / C, device=self.device)
+        counts = self.compositions
+        log_pmf = (math.lgamma(p + 1) - torch.lgamma(counts + 1).sum(1)
+                   + (counts * self._prior.log()).sum(1))  # multinomial log-probability of each count vector
+        return log_pmf.softmax(0)  # sums to 1 up to rounding; softmax renormalises
+
+    def set_prior(self, step_probs=None, window_probs=None) -> None:
+        """From now on, start fresh near steps from ``step_probs`` and, with compositions, fresh far
+        windows from ``window_probs`` (None: as :meth:`_window_prior` derives it); plans under way
+        keep theirs."""
+        super().set_prior(step_probs)
+        self._far_prior = self._window_prior(window_probs)
+
+    def _initial_far(self, B: int, W: int) -> dict:
+        """A fresh far plan of ``W`` windows: per-step distributions (``"steps"``, like a near
+        plan) or ``"probs"`` ``[B, W, C]`` over :attr:`compositions`."""
+        if self.compositions is None:
+            return self._initial_plan(B, W)
+        return {"probs": self._far_prior.expand(B, W, -1).clone()}
+
+    def _far_as_steps(self, far: dict) -> dict:
+        """The far plan as per-step distributions ``[B, W, A]``: with compositions, a step's action
+        probabilities are the expected counts over ``p``."""
+        if self.compositions is None:
+            return far
+        return {"probs": far["probs"] @ self.compositions / self.period}
 
     def choose(self, state, is_first=None) -> torch.Tensor:
         if state.batch_size != self.num_envs:
             near, far = self._initial_plan(state.batch_size, self.period), \
-                self._initial_plan(state.batch_size, self.config.windows)
+                self._initial_far(state.batch_size, self.config.windows)
             return self._first_action(self.optimise_both(state, near, far)[0])
         near_steps = self._near_steps(state)
         self.plan, self.far = self.optimise_both(state, self.plan, self.far)
         action = self._first_action(self.plan)
         if near_steps == 1:  # the tick is executed now: the first far window becomes the near part
-            self.plan = {k: v[:, :1].expand(-1, self.period, -1).clone() for k, v in self.far.items()}
-            fresh = self._initial_plan(self.num_envs, 1)
+            self.plan = {k: v[:, :1].expand(-1, self.period, -1).clone()
+                         for k, v in self._far_as_steps(self.far).items()}
+            fresh = self._initial_far(self.num_envs, 1)
             self.far = {k: torch.cat([v[:, 1:], fresh[k]], 1) for k, v in self.far.items()}
         else:
             self.plan = self._shifted(self.plan)
@@ -147,7 +228,7 @@ class ClockworkPlanner(CEMPlanner):
             near_scores = (near_return + far_values[-1]).view(B, N)  # "plan": with the plan's far windows
             refitted = self.refit({k: v[:, :n_near] for k, v in near.items()}, near_cands, near_scores)
             near = {k: torch.cat([refitted[k], v[:, n_near:]], 1) for k, v in near.items()}
-            far = self.refit(far, far_cands, scores)
+            far = self.refit(far, far_cands, scores, self._far_min_prob)
         return near, far
 
     def far_values(self, tail, n_near: int) -> torch.Tensor:
@@ -169,11 +250,28 @@ class ClockworkPlanner(CEMPlanner):
     def _expected_summaries(self, far: dict) -> torch.Tensor:
         """The far plan's expected action summary per window, ``[B, W, A]``: ``p`` times the
         action probabilities (discrete) or the Gaussian means (Box)."""
-        return self.period * (far["probs"] if self.spec.discrete else far["mean"])
+        steps = self._far_as_steps(far)
+        return self.period * (steps["probs"] if self.spec.discrete else steps["mean"])
+
+    @property
+    def _far_min_prob(self) -> float:
+        """The far refit's floor per category: ``min_prob`` per action, or with compositions the
+        same total mass (``min_prob * A``) spread over the ``C`` compositions."""
+        if self.compositions is None:
+            return self.config.min_prob
+        return self.config.min_prob * self.spec.dim / len(self.compositions)
 
     def _sample_windows(self, far: dict, N: int):
-        """Per window a per-step action sample (refitted like CEM) and the window's summary."""
+        """Per window what the far plan is refitted to (``"steps"``: the window's action
+        frequencies; ``"compositions"``: a one-hot over the compositions) and the window's summary
+        (``[B, N, W, A]``)."""
         p, g = self.period, self.generator
+        if self.compositions is not None:
+            probs = far["probs"]  # (B, W, C)
+            B, W, C = probs.shape
+            index = torch.multinomial(probs.reshape(B * W, C), N, replacement=True, generator=g)  # (B*W, N)
+            index = index.view(B, W, N).transpose(1, 2)  # (B, N, W)
+            return torch.nn.functional.one_hot(index, C).float(), self.compositions[index]
         if self.spec.discrete:
             probs = far["probs"]  # (B, W, A)
             B, W, A = probs.shape
@@ -186,5 +284,16 @@ class ClockworkPlanner(CEMPlanner):
 
     def reset_plans(self, mask: torch.Tensor) -> None:
         super().reset_plans(mask)
-        fresh = self._initial_plan(self.num_envs, self.config.windows)
+        fresh = self._initial_far(self.num_envs, self.config.windows)
         self.far = {k: torch.where(mask[:, None, None], fresh[k], v) for k, v in self.far.items()}
+
+
+def window_compositions(steps: int, actions: int) -> torch.Tensor:
+    """Every action count vector of a window of ``steps`` discrete steps over ``actions`` actions,
+    ``[C, actions]`` floats, ``C = comb(steps + actions - 1, actions - 1)``; the first action's
+    count descending (for ``steps = 2, actions = 2``: ``[[2, 0], [1, 1], [0, 2]]``)."""
+    if actions == 1:
+        return torch.tensor([[float(steps)]])
+    rows = [torch.cat([torch.full((len(rest), 1), float(first)), rest], 1)
+            for first in range(steps, -1, -1) for rest in [window_compositions(steps - first, actions - 1)]]
+    return torch.cat(rows)

@@ -360,7 +360,10 @@ class AgentConfig:
     level: int = 1  # clockwork: the upper level that plans the far future
     windows: int = 8  # clockwork: far windows of that level
     near_value: Literal["plan", "sample"] = "plan"  # clockwork: near candidates scored with the far plan or their own far samples
-    initial_probs: Optional[list[float]] = None  # cem, mppi, clockwork with discrete actions: a fresh plan step's action probabilities (None: uniform)
+    far_search: Literal["steps", "compositions"] = "steps"  # clockwork, discrete actions: far windows drawn step by step or as action counts
+    # cem, mppi, clockwork with discrete actions: a fresh plan step's action probabilities (None: uniform;
+    # "replay": the replay's action frequencies, and with far_search: compositions its windows')
+    initial_probs: Union[list[float], Literal["replay"], None] = None
     return_lambda: float = 0.95  # actor_critic: λ of the λ-returns
     entropy: float = 3.0e-3  # actor_critic: weight of the policy's entropy
     actor_lr: float = 3.0e-4  # actor_critic
@@ -396,9 +399,14 @@ class AgentConfig:
         _check_range("agent.explore", self.explore, 0.0, 1.0)
         if self.near_value not in ("plan", "sample"):
             raise ConfigError(f"agent.near_value: expected 'plan' or 'sample', found {self.near_value!r}")
+        if self.far_search not in ("steps", "compositions"):
+            raise ConfigError(f"agent.far_search: expected 'steps' or 'compositions', found {self.far_search!r}")
         if self.elites > self.population:
             raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
-        if self.initial_probs is not None:
+        if isinstance(self.initial_probs, str) and self.initial_probs != "replay":
+            raise ConfigError(f"agent.initial_probs: expected a list of probabilities, 'replay' or null, "
+                              f"found {self.initial_probs!r}")
+        if self.initial_probs is not None and not isinstance(self.initial_probs, str):
             check_probabilities("agent.initial_probs", self.initial_probs, positive=True)
 
 

@@ -259,7 +259,7 @@ class Trainer:
     def _start_online(self):
         """Online replay: the environment, the collecting agent (``agent.kind``; the prefill is random)
         and RUN_DIR/replay (resumed if present). Environments start new episodes on resume."""
-        from .agents import make_agent
+        from .agents import make_agent, planner_priors
         from .data.replay import ReplayBuffer
         from .envs import RandomPolicy, collect, env_spaces, make_env, make_vector_env
 
@@ -281,12 +281,15 @@ class Trainer:
             raise ValueError(f"data.random_probs for {data.env}: {error}") from None
         agent = self.config.agent
         self.agent = make_agent(agent, self.model, single_action, data.num_envs, observation_space=single_obs,
-                                seed=seed, explore=agent.explore)
+                                seed=seed, explore=agent.explore, replay=self.buffer)
 
         def _collect(steps):
             # random until the prefill is there, and for an actor-critic until it starts learning
             waiting = agent.kind == "actor_critic" and self._learner() is None
             policy = self.agent if len(self.buffer) >= data.prefill and not waiting else self.policy
+            if policy is self.agent and agent.initial_probs == "replay" and agent.kind in ("cem", "mppi", "clockwork"):
+                # planners start fresh plan steps from the replay's action frequencies as they are now
+                self.agent.set_prior(*planner_priors(agent, self.model, single_action, self.buffer))
             stats = collect(self.env, policy, steps, None if vector else self.buffer, progress=False,
                             seed=seed + len(self.buffer))
             for worker in range(data.num_envs):  # one stream per environment and round: a resumed run
@@ -652,7 +655,7 @@ class Trainer:
             self.eval_env = make_eval_env(self.config)
         agent = make_agent(self.config.agent, self.model, env_spaces(self.eval_env)[0], eval_env_count(self.config),
                            seed=self.step, nets=getattr(self.agent, "nets", None),
-                           evaluate=True)  # the actor-critic being trained
+                           evaluate=True, replay=getattr(self, "buffer", None))  # the actor-critic being trained
         stats = evaluation_episodes(self.eval_env, agent, self.config.agent.eval_episodes, self.step)
         self.console.print(f"step {self.step}: {self.config.agent.kind} agent over {len(stats['returns'])} episodes: "
                            f"return {stats['mean_return']:.2f}, success {stats['success']:.0%}, "

@@ -174,6 +174,96 @@ def test_clockwork_far_windows_count_while_the_episode_is_predicted_to_run():
     assert rollout.level_conts[1].shape == (2, 2) and ((rollout.level_conts[1] > 0) & (rollout.level_conts[1] < 1)).all()
 
 
+def test_clockwork_far_search_over_compositions_draws_and_refits_whole_window_summaries(monkeypatch):
+    from cwworld.agents import clockwork
+
+    counts = clockwork.window_compositions(4, 3)  # every way to spend 4 steps on 3 actions
+    assert counts.shape == (15, 3) and (counts.sum(1) == 4).all() and len(counts.unique(dim=0)) == 15
+    assert counts[0].tolist() == [4.0, 0.0, 0.0] and counts[-1].tolist() == [0.0, 0.0, 4.0]
+    model = _model(action_low=None, action_high=None, action_dim=3)
+    space = gym.spaces.Discrete(3)
+    config = AgentConfig(kind="clockwork", windows=3, population=64, elites=4, iterations=1, far_search="compositions")
+    agent = make_agent(config, model, space, 2, seed=0)
+    p, C = agent.period, 6  # windows of 2 steps over 3 actions: 6 compositions
+    assert agent.compositions.shape == (C, 3) and torch.allclose(agent.far["probs"], torch.full((2, 3, C), 1 / C))
+    refit_to, summaries = agent._sample_windows(agent.far, 64)  # (B, N, W, C) one-hots, (B, N, W, A) counts
+    assert torch.equal(summaries, refit_to @ agent.compositions) and (summaries.sum(-1) == p).all()
+    # elites: the candidates with most steps of action 0 in their first window -> that window's plan moves to [2, 0, 0]
+    far = agent.refit(agent.far, refit_to, summaries[:, :, 0, 0], agent._far_min_prob)
+    assert (far["probs"][:, 0, 0] > 0.85).all() and torch.allclose(far["probs"].sum(-1), torch.ones(2, 3))
+    assert far["probs"].min() >= 0.02 * 3 / C - 1e-6  # the floor keeps min_prob x A of mass, spread over the C
+    steps = agent._far_as_steps(far)["probs"]  # per-step action probabilities: expected counts / p
+    assert torch.allclose(steps, far["probs"] @ agent.compositions / p) and (steps[:, 0, 0] > 0.85).all()
+    # acting: the far call's window summaries are whole compositions
+    recorded = _recorded_imagine(model)
+    agent.act(squares_video(2, 1)[:, 0])
+    far_actions = [kw["actions"] for _, _, kw in recorded if kw.get("levels")][0][: 2 * 64]
+    assert (far_actions.sum(-1) == p).all() and torch.equal(far_actions, far_actions.round())
+    # with a prior, a fresh window's compositions are as likely as p draws from it make them
+    prior = make_agent(AgentConfig(kind="clockwork", windows=3, far_search="compositions",
+                                   initial_probs=[0.6, 0.2, 0.2]), model, space, 1)
+    pmf = dict(zip(map(tuple, prior.compositions.tolist()), prior.far["probs"][0, 0].tolist()))
+    assert pmf[(2.0, 0.0, 0.0)] == pytest.approx(0.36) and pmf[(1.0, 1.0, 0.0)] == pytest.approx(0.24)
+    assert pmf[(0.0, 1.0, 1.0)] == pytest.approx(0.08)
+    with pytest.raises(ValueError, match="far_search='compositions' needs a discrete action space, found Box"):
+        ClockworkPlanner(_model(), PushSquare().action_space, ClockworkConfig(far_search="compositions"))
+    monkeypatch.setattr(clockwork, "MAX_COMPOSITIONS", 5)
+    with pytest.raises(ValueError, match="3 actions and windows of 2 steps has 6 compositions, more than 5"):
+        make_agent(config, model, space, 1)
+    with pytest.raises(ConfigError, match="agent.far_search: expected 'steps' or 'compositions', found 'windows'"):
+        AgentConfig(far_search="windows").validate()
+
+
+def _discrete_episode(actions, A=3):
+    T = len(actions)
+    return {"image": np.zeros((T, 4, 4, 1), np.uint8), "action": np.eye(A, dtype=np.float32)[actions],
+            "reward": np.zeros(T, np.float32)}
+
+
+def test_initial_probs_replay_starts_plans_from_the_replays_step_and_window_frequencies():
+    from cwworld.agents.replay_prior import replay_action_priors, window_action_counts
+    from cwworld.data.replay import ReplayBuffer
+
+    replay = ReplayBuffer(None)
+    replay.add_episode(_discrete_episode([0, 0, 1, 2, 0, 0, 0]))  # windows of 2 close at steps 2, 4, 6
+    replay.add_episode(_discrete_episode([2, 2, 2, 1]))  # one window (step 4 is not in the episode)
+    # windows hold the actions leading into their frames: action[o - 2], action[o - 1]; the last action leads nowhere
+    episode = replay.streams[next(iter(replay.streams))]
+    assert window_action_counts(episode.field("action"), episode.field("is_first"), 2).tolist() == \
+        [[2, 0, 0], [0, 1, 1], [2, 0, 0]]
+    cut = np.array([False, False, True, False, False])  # a stream cut by the capacity: its first steps are skipped
+    assert window_action_counts(np.eye(3)[[1, 1, 0, 2, 2]], cut, 2).tolist() == [[1, 0, 1]]
+    steps, windows = replay_action_priors(replay, 3, period=2)
+    assert steps == pytest.approx((0.94 * np.array([4, 1, 4]) / 9 + 0.02).tolist())  # floored like a refit
+    # compositions [2,0,0], [1,1,0], [1,0,1], [0,2,0], [0,1,1], [0,0,2]: seen 2, 0, 0, 0, 1, 1 times
+    assert windows == pytest.approx((0.94 * np.array([2, 0, 0, 0, 1, 1]) / 4 + 0.01).tolist())
+    assert replay_action_priors(ReplayBuffer(None), 3, period=2) == (None, None)  # nothing yet: uniform
+
+    model = _model(action_low=None, action_high=None, action_dim=3)
+    space = gym.spaces.Discrete(3)
+    config = AgentConfig(kind="clockwork", windows=3, far_search="compositions", initial_probs="replay")
+    config.validate()
+    agent = make_agent(config, model, space, 2, replay=replay)
+    assert torch.allclose(agent.plan["probs"], torch.tensor(steps).expand(2, 2, 3))
+    assert torch.allclose(agent.far["probs"], torch.tensor(windows).expand(2, 3, 6))
+    cem = make_agent(AgentConfig(kind="cem", horizon=2, initial_probs="replay"), model, space, 1, replay=replay)
+    assert torch.allclose(cem.plan["probs"], torch.tensor(steps).expand(1, 2, 3))
+    agent.set_prior(None, None)  # the replay had nothing yet: fresh steps and windows start uniform
+    agent.reset()
+    assert torch.allclose(agent.far["probs"], torch.full((2, 3, 6), 1 / 6))
+    with pytest.raises(ValueError, match=r"initial_probs: replay needs the run's replay buffer"):
+        make_agent(config, model, space, 1)
+    with pytest.raises(ValueError, match=r"initial_probs: replay needs a discrete action space, found Box"):
+        make_agent(AgentConfig(kind="cem", initial_probs="replay"), _model(), PushSquare().action_space, 1,
+                   replay=replay)
+    wrong = ReplayBuffer(None)
+    wrong.add_episode(_discrete_episode([0, 1], A=2))
+    with pytest.raises(ValueError, match=r"the replay's actions have shape \(2,\), expected \(3,\)"):
+        make_agent(config, model, space, 1, replay=wrong)
+    with pytest.raises(ConfigError, match="agent.initial_probs: expected a list of probabilities, 'replay' or null"):
+        AgentConfig(initial_probs="buffer").validate()
+
+
 def test_the_plan_is_warm_started_shifted_by_one_step():
     model = _model()
     agent = CEMPlanner(model, PushSquare().action_space, CEMConfig(horizon=4, population=8, elites=2), 2)

@@ -85,8 +85,12 @@ def test_yaml_round_trip(tmp_path):
 
 
 def test_action_presets_use_causal_windows_and_video_presets_the_papers():
-    for name in ("cue_corridor_online", "cue_corridor_plan", "cue_corridor_long_plan", "minerl_navigate_actions"):
+    for name in ("cue_corridor_online", "cue_corridor_plan", "cue_corridor_long_plan", "minerl_navigate_actions",
+                 "cue_corridor_clockwork", "cue_corridor_long_clockwork"):
         assert load_config(name).model.windows == "causal", name
+    long = load_config("cue_corridor_long_clockwork")  # the long corridor with the short one's window heads
+    assert long.data.env == "cwworld/CueCorridorLong-v0" and long.model.window_ends and long.model.level_reward_gate
+    assert (long.agent.far_search, long.agent.initial_probs) == ("compositions", "replay")
     for name in ("mmnist", "minerl_navigate", "gqn_mazes", "quickstart"):
         assert load_config(name).model.windows == "paper", name
     with pytest.raises(ConfigError, match="model.windows"):

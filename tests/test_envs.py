@@ -267,7 +267,8 @@ def test_online_training_collects_with_a_planner_and_evaluates_it(tmp_path):
             "model.channels=3", "model.action_dim=3", "model.head_hidden=8", "data.prefill=30",
             "data.collect_every=2", "data.collect_steps=12", "train.steps=4", "train.save_every=2",
             "agent.kind=cem", "agent.horizon=3", "agent.population=8", "agent.elites=2", "agent.iterations=1",
-            "agent.eval_every=2", "agent.eval_episodes=1"]
+            "agent.eval_every=2", "agent.eval_episodes=1",
+            "agent.initial_probs=replay"]  # collecting and evaluating planners start from the replay's frequencies
     assert main(args) == 0
     assert len(ReplayBuffer.load(run / "replay")) == 30 + 12  # random prefill, then one round by the planner
     import json
@@ -310,7 +311,8 @@ def test_an_actor_critic_run_learns_logs_and_resumes_exactly(tmp_path):
 
     common = ["--config", "cue_corridor_ac", "--no-progress", *TINY, "model.head_hidden=8", "data.prefill=30",
               "data.collect_every=2", "data.collect_steps=12", "train.save_every=2", "train.sample_every=100",
-              "agent.horizon=3", "agent.starts=8", "agent.hidden=8", "agent.eval_every=2", "agent.eval_episodes=1"]
+              "agent.horizon=3", "agent.starts=8", "agent.hidden=8", "agent.eval_every=2", "agent.eval_episodes=1",
+              "agent.initial_probs=replay"]  # a planners' setting (the presets for the Clockwork planner carry it): ignored
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(["train", "--run-dir", str(straight), *common, "train.steps=6"]) == 0
     assert main(["train", "--run-dir", str(split), *common, "train.steps=2"]) == 0

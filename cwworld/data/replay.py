@@ -230,6 +230,11 @@ class ReplayBuffer:
     def keys(self) -> list[str]:
         return [] if self._schema is None else list(self._schema)
 
+    @property
+    def shapes(self) -> dict[str, tuple]:
+        """Each field's shape per step (``{}`` before the first step)."""
+        return {} if self._schema is None else {k: tuple(shape) for k, (_, shape) in self._schema.items()}
+
     def _check_schema(self, fields: dict, source: str, per_step: bool) -> None:
         shapes = {k: (v.dtype, v.shape if per_step else v.shape[1:]) for k, v in fields.items()}
         if self._schema is None:
