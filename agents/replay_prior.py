@@ -23,7 +23,9 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
 
+from .cem import _floor
 from .clockwork import window_compositions
 
 __all__ = ["replay_action_priors", "window_action_counts"]
@@ -72,8 +74,6 @@ def replay_action_priors(replay, actions: int, period: Optional[int] = None,
 
 
 def _floored(counts: np.ndarray, min_prob: float) -> list[float]:
-    """Frequencies mixed with the uniform distribution so that each keeps at least ``min_prob``."""
-    n = len(counts)
-    mix = min(max(min_prob * n, 0.0), 1.0)
-    probs = (1 - mix) * counts / counts.sum() + mix / n
+    """Frequencies floored like a CEM refit (:func:`cwworld.agents.cem._floor`), as a list."""
+    probs = _floor(torch.as_tensor(counts / counts.sum(), dtype=torch.float64), min_prob)
     return (probs / probs.sum()).tolist()
