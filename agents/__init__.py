@@ -51,7 +51,8 @@ def make_agent(config, model, action_space, num_envs: int = 1, observation_space
                   discount=config.discount, explore=explore, initial_probs=step_probs)
     if config.kind == "clockwork":
         planner_config = ClockworkConfig(level=config.level, windows=config.windows, near_value=config.near_value,
-                                         far_search=config.far_search, window_probs=window_probs, **common)
+                                         far_search=config.far_search, window_probs=window_probs,
+                                         far_imagination=config.far_imagination, **common)
         return ClockworkPlanner(model, action_space, planner_config, num_envs, observation_space, seed)
     kind, config_class = {"cem": (CEMPlanner, CEMConfig), "mppi": (MPPIPlanner, MPPIConfig)}[config.kind]
     return kind(model, action_space, config_class(horizon=config.horizon, **common), num_envs, observation_space,

@@ -94,6 +94,11 @@ class ClockworkConfig(CEMConfig):
     # far_search="compositions": a fresh far window's probability of each composition, in the order
     # of window_compositions(p, A) (None: from initial_probs, or uniform)
     window_probs: Optional[Sequence[float]] = None
+    # how the far windows are scored: "jumpy" (the planner's point: level l and above, one step per
+    # tick, the window heads) or "full", a diagnostic: every far step imagined with every level and
+    # scored by the bottom reward and continue heads, each window's summary spread over its p steps
+    # in a random order (the same search, flat imagination's cost)
+    far_imagination: Literal["jumpy", "full"] = "jumpy"
 
     def validate(self) -> None:
         self.horizon = max(self.horizon, 1)
@@ -104,6 +109,8 @@ class ClockworkConfig(CEMConfig):
             raise ValueError(f"ClockworkConfig.near_value must be 'plan' or 'sample', found {self.near_value!r}")
         if self.far_search not in ("steps", "compositions"):
             raise ValueError(f"ClockworkConfig.far_search must be 'steps' or 'compositions', found {self.far_search!r}")
+        if self.far_imagination not in ("jumpy", "full"):
+            raise ValueError(f"ClockworkConfig.far_imagination must be 'jumpy' or 'full', found {self.far_imagination!r}")
 
 
 class ClockworkPlanner(CEMPlanner):
@@ -213,16 +220,29 @@ class ClockworkPlanner(CEMPlanner):
             far_cands, summaries = self._sample_windows(far, N)  # (B, N, W, A) each
             head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False,
                                  validate=False)
-            summaries = summaries.reshape(B * N, W, -1)
+            full = cfg.far_imagination == "full"
+            tails = summaries.reshape(B * N, W, -1)  # what the far call reads: window summaries, or their steps
+            tails = self.window_steps(tails) if full else tails
             ends = head.last
-            if cfg.near_value == "plan":  # each candidate again, followed by the far plan's expected windows
-                planned = self._expected_summaries(far)[:, None].expand(-1, N, -1, -1).reshape(B * N, W, -1)
-                summaries = torch.cat([summaries, planned])  # (2*B*N, W, A)
+            if cfg.near_value == "plan":  # each candidate again, followed by the far plan's windows
+                if full and self.spec.discrete:  # one draw of the plan per environment, as steps
+                    planned = self.window_steps(self._sample_windows(far, 1)[1][:, 0])  # (B, W*p, A)
+                elif full:
+                    planned = self.window_steps(self._expected_summaries(far))
+                else:
+                    planned = self._expected_summaries(far)  # (B, W, A)
+                planned = planned[:, None].expand(-1, N, -1, -1).reshape(B * N, *tails.shape[1:])
+                tails = torch.cat([tails, planned])  # (2*B*N, W | W*p, A)
                 ends = ends[torch.arange(B * N, device=self.device).repeat(2)]
-            tail = model.imagine(ends, W * p, actions=summaries, levels=levels, sample=False, validate=False)
-            self.imagine_calls += 2
             alive = torch.ones(B * N, device=self.device) if head.cont is None else head.cont.prod(1)
-            far_values = self.far_values(tail, n_near).view(-1, B * N) * alive  # (1|2, B*N)
+            if full:
+                tail = model.imagine(ends, W * p, actions=tails, sample=False, validate=False)
+                far_values = self.full_far_values(tail, n_near)
+            else:
+                tail = model.imagine(ends, W * p, actions=tails, levels=levels, sample=False, validate=False)
+                far_values = self.far_values(tail, n_near)
+            self.imagine_calls += 2
+            far_values = far_values.view(-1, B * N) * alive  # (1|2, B*N)
             near_return = discounted_return(head.reward, head.cont, cfg.discount)
             scores = (near_return + far_values[0]).view(B, N)  # each candidate with its own far windows
             near_scores = (near_return + far_values[-1]).view(B, N)  # "plan": with the plan's far windows
@@ -246,6 +266,34 @@ class ClockworkPlanner(CEMPlanner):
             running = torch.cumprod(tail.level_conts[level], 1)  # (N, W): after window w
             weight = weight * torch.cat([torch.ones_like(running[:, :1]), running[:, :-1]], 1)
         return (rewards * weight).sum(1)
+
+    def full_far_values(self, tail, n_near: int) -> torch.Tensor:
+        """``far_imagination="full"``: the far steps' value ``[N]``, ``sum_j gamma**(n_near + j) *
+        r_j * prod_{i < j} c_i`` over the bottom level's predicted rewards ``r`` and continue
+        probabilities ``c`` of the ``windows * p`` steps after the near part (``j`` from 0)."""
+        return self.config.discount**n_near * discounted_return(tail.reward, tail.cont, self.config.discount)
+
+    def window_steps(self, summaries: torch.Tensor) -> torch.Tensor:
+        """Far window summaries ``[M, W, A]`` -> per-step actions ``[M, W * p, A]`` that sum to them
+        (``far_imagination="full"``). Discrete: a window's counts as one-hot steps in a uniformly
+        random order (for ``far_search="steps"`` that is what its ``p`` draws were, in law; a
+        fractional summary is spread evenly instead: every step ``summary / p``; with ``near_value=
+        "plan"`` the near candidates are all followed by one draw of the far plan per environment,
+        the same steps, rather than its expected windows). Box: the window's constant action ``summary / p`` at each step."""
+        p = self.period
+        M, W, A = summaries.shape
+        steps = (summaries / p).repeat_interleave(p, dim=1)  # (M, W*p, A): spread evenly
+        if not self.spec.discrete:
+            return steps
+        whole = (summaries == summaries.round()).flatten(1).all(1)  # (M,) rows of whole counts
+        counts = summaries[whole].long().reshape(-1, A)  # (M'*W, A)
+        if len(counts):
+            order = torch.arange(A, device=summaries.device).expand(len(counts), A)
+            index = order.flatten().repeat_interleave(counts.flatten()).view(len(counts), p)  # sorted actions
+            keys = torch.rand(len(counts), p, generator=self.generator, device=summaries.device)
+            index = index.gather(1, keys.argsort(1))  # each window's steps in a random order
+            steps[whole] = torch.nn.functional.one_hot(index, A).to(steps.dtype).view(-1, W * p, A)
+        return steps
 
     def _expected_summaries(self, far: dict) -> torch.Tensor:
         """The far plan's expected action summary per window, ``[B, W, A]``: ``p`` times the

@@ -68,6 +68,10 @@ class ModelConfig:
     # fraction of the KL gradient sent to the posterior (the official code's kl_grad_post_perc);
     # None = plain KL. DreamerV2's balancing (alpha = 0.8 to the prior) is kl_balance 0.2.
     kl_balance: Optional[float] = None
+    # weight of a second reconstruction loss from the bottom level's PRIOR mean at every step (its
+    # one-step prediction given the true past), decoded by the decoder as it is (no gradient into the
+    # decoder: the prior and the recurrent state learn to be decodable); 0 = the paper (off)
+    prior_recon: float = 0.0
     windows: Literal["paper", "causal"] = "paper"  # frames an upper tick o sums: paper [o, o+k**l), causal (o-k**l, o]
     action_dim: int = 0  # 0 = video only
     action_levels: Literal["all", "bottom"] = "all"  # which levels see actions
@@ -178,6 +182,7 @@ class ModelConfig:
         _check_range("model.dec_stddev", self.dec_stddev, 0.0, None, low_open=True)
         _check_range("model.min_stddev", self.min_stddev, 0.0, None)
         _check_min("model.free_nats", self.free_nats, 0.0)
+        _check_min("model.prior_recon", self.prior_recon, 0.0)
         if self.windows not in ("paper", "causal"):
             raise ConfigError(f"model.windows: expected 'paper' or 'causal', found {self.windows!r}")
         if self.init not in ("tf", "torch"):
@@ -361,6 +366,7 @@ class AgentConfig:
     windows: int = 8  # clockwork: far windows of that level
     near_value: Literal["plan", "sample"] = "plan"  # clockwork: near candidates scored with the far plan or their own far samples
     far_search: Literal["steps", "compositions"] = "steps"  # clockwork, discrete actions: far windows drawn step by step or as action counts
+    far_imagination: Literal["jumpy", "full"] = "jumpy"  # clockwork: far windows scored jumpily by the window heads, or (a diagnostic) step by step with every level
     # cem, mppi, clockwork with discrete actions: a fresh plan step's action probabilities (None: uniform;
     # "replay": the replay's action frequencies, and with far_search: compositions its windows')
     initial_probs: Union[list[float], Literal["replay"], None] = None
@@ -401,6 +407,8 @@ class AgentConfig:
             raise ConfigError(f"agent.near_value: expected 'plan' or 'sample', found {self.near_value!r}")
         if self.far_search not in ("steps", "compositions"):
             raise ConfigError(f"agent.far_search: expected 'steps' or 'compositions', found {self.far_search!r}")
+        if self.far_imagination not in ("jumpy", "full"):
+            raise ConfigError(f"agent.far_imagination: expected 'jumpy' or 'full', found {self.far_imagination!r}")
         if self.elites > self.population:
             raise ConfigError(f"agent.elites ({self.elites}) must not exceed agent.population ({self.population})")
         if isinstance(self.initial_probs, str) and self.initial_probs != "replay":

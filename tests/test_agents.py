@@ -220,6 +220,46 @@ def _discrete_episode(actions, A=3):
             "reward": np.zeros(T, np.float32)}
 
 
+@pytest.mark.parametrize("far_search", ["steps", "compositions"])
+def test_clockwork_far_imagination_full_scores_the_same_windows_step_by_step_with_every_level(far_search):
+    model = _model(action_low=None, action_high=None, action_dim=3)
+    space = gym.spaces.Discrete(3)
+    config = AgentConfig(kind="clockwork", windows=3, population=16, elites=4, iterations=1, far_search=far_search,
+                         far_imagination="full")
+    agent = make_agent(config, model, space, 2, seed=0)
+    p, B, N = agent.period, 2, 16
+    # window summaries -> one-hot steps that add up to them, in a random order; fractional ones spread evenly
+    summaries = agent._sample_windows(agent.far, 64)[1].reshape(B * 64, 3, 3)
+    steps = agent.window_steps(summaries)  # (M, 3 * p, 3)
+    assert steps.shape == (B * 64, 3 * p, 3) and torch.equal(steps.sum(-1), torch.ones(B * 64, 3 * p))
+    assert torch.equal(steps.view(B * 64, 3, p, 3).sum(2), summaries)
+    mixed = torch.tensor([[[1.0, 1.0, 0.0]] * 3] * 200)  # one step each of actions 0 and 1: both orders occur
+    firsts = agent.window_steps(mixed)[:, 0].argmax(-1)
+    assert 50 < int((firsts == 0).sum()) < 150
+    soft = torch.full((1, 3, 3), p / 3)
+    assert torch.allclose(agent.window_steps(soft), torch.full((1, 3 * p, 3), 1 / 3))
+    # acting: two imagine calls, the far one with every level over the windows' steps, one-hot
+    recorded = _recorded_imagine(model)
+    agent.act(squares_video(2, 1)[:, 0])
+    assert len(recorded) == 2 and agent.imagine_calls == 2
+    (batch, horizon, kw), = [call for call in recorded if call[1] == 3 * p]
+    assert batch == 2 * B * N and kw.get("levels") is None and kw["actions"].shape == (2 * B * N, 3 * p, 3)
+    assert torch.equal(kw["actions"].sum(-1), torch.ones(2 * B * N, 3 * p))  # own windows and the plan's draw
+    planned = kw["actions"][B * N:].view(B, N, 3 * p, 3)
+    assert torch.equal(planned, planned[:, :1].expand(-1, N, -1, -1))  # one draw per environment, shared
+    # the far value: the far steps' discounted rewards, each counted while the episode is predicted to run
+    agent.config.discount = 0.5
+    tail = SimpleNamespace(reward=torch.tensor([[1.0, 2.0, 4.0], [1.0, 1.0, 1.0]]), cont=None)
+    assert torch.allclose(agent.full_far_values(tail, 2), torch.tensor([0.25 * 3.0, 0.25 * 1.75]))
+    tail.cont = torch.tensor([[0.5, 0.5, 0.5], [0.0, 1.0, 1.0]])
+    assert torch.allclose(agent.full_far_values(tail, 1), torch.tensor([0.5 * (1 + 0.5 * 2 * 0.5 + 0.25 * 4 * 0.25),
+                                                                        0.5]))
+    with pytest.raises(ConfigError, match="agent.far_imagination: expected 'jumpy' or 'full', found 'flat'"):
+        AgentConfig(far_imagination="flat").validate()
+    with pytest.raises(ValueError, match="far_imagination must be 'jumpy' or 'full', found 'x'"):
+        ClockworkConfig(far_imagination="x").validate()
+
+
 def test_initial_probs_replay_starts_plans_from_the_replays_step_and_window_frequencies():
     from cwworld.agents.replay_prior import replay_action_priors, window_action_counts
     from cwworld.data.replay import ReplayBuffer

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cwworld import CWVAE, CWState, load_config
+from cwworld.config import ConfigError
 from cwworld.model import _gaussian_kl
 from conftest import squares_video, tiny_config, tiny_model
 
@@ -102,6 +103,37 @@ def test_kl_balance_keeps_the_value_and_splits_the_gradient():
     # the prior head only gets the KL's prior share of the gradient: (1 - 0.8) of it
     g_a, g_b = a.cells[2].prior_out.weight.grad, b.cells[2].prior_out.weight.grad
     assert torch.allclose(g_a, 0.2 * g_b, rtol=1e-3, atol=1e-7)
+
+
+def test_prior_recon_decodes_the_priors_one_step_prediction_without_training_the_decoder():
+    video = squares_video(2, 6)
+    models, results = [], []
+    for weight in (0.0, 2.0):
+        model = tiny_model(prior_recon=weight)
+        torch.manual_seed(5)
+        loss, terms, traj = model.loss_terms({"image": video}, with_trajectory=True)
+        loss.backward()
+        models.append(model), results.append((loss, terms, traj))
+    (loss0, terms0, traj), (loss2, terms2, _) = results
+    # the extra term: 0.5 * weight * squared error of the decoded prior means / sigma^2, per frame
+    model = models[1]
+    with torch.no_grad():
+        predicted = model.decode(traj.prior[0].features)  # (B, T, H, W, C) in [0, 1]
+        raw = model.decoder(traj.prior[0].features.flatten(0, 1))  # unclamped, as the loss sees it
+    target = video.float() / 255.0
+    mse = (raw - target.flatten(0, 1).permute(0, 3, 1, 2)).square().mean()
+    assert predicted.shape == video.shape and math.isclose(float(terms2["prior_mse"]), float(mse), rel_tol=1e-5)
+    sigma, T = model.config.dec_stddev, 6
+    extra = 2.0 * 0.5 * float(mse) * target[0, 0].numel() * T / sigma**2 / T
+    assert math.isclose(float((loss2 - loss0).detach()), extra, rel_tol=1e-4)
+    assert "prior_mse" not in terms0 and math.isclose(float(terms2["nll"]), float(terms0["nll"]), rel_tol=1e-6)
+    # no gradient into the decoder from it; the prior and the recurrence get one
+    for name, w in models[0].decoder.named_parameters():
+        assert torch.allclose(w.grad, dict(models[1].decoder.named_parameters())[name].grad, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(models[0].cells[0].prior_out.weight.grad, models[1].cells[0].prior_out.weight.grad)
+    assert not torch.allclose(models[0].cells[0].gru.weight_ih.grad, models[1].cells[0].gru.weight_ih.grad)
+    with pytest.raises(ConfigError, match="model.prior_recon"):
+        tiny_config(prior_recon=-1.0).validate()
 
 
 def test_gradients_reach_every_levels_parameters():
