@@ -25,6 +25,12 @@ predicted rewards. How the near part is refitted is ``near_value``:
 * ``"sample"``: near and far are refitted to the same elites of the joint candidates (the
   first version).
 
+``far_imagination="full"`` is a diagnostic: the same far candidates, each window's summary spread
+over its ``p`` steps (:meth:`ClockworkPlanner.window_steps`) and imagined step by step with every
+level, scored by the bottom reward and continue heads like a flat planner's; it tells whether
+the window heads or the search cost a plan (the README's CueCorridor rows), at flat imagination's
+cost.
+
 The first near action is executed. So the effective horizon is ``p * windows`` steps longer
 than the near part, at a cost of ``windows`` upper-level steps per candidate instead of
 ``p * windows`` full steps.
