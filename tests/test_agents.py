@@ -254,6 +254,13 @@ def test_clockwork_far_imagination_full_scores_the_same_windows_step_by_step_wit
     tail.cont = torch.tensor([[0.5, 0.5, 0.5], [0.0, 1.0, 1.0]])
     assert torch.allclose(agent.full_far_values(tail, 1), torch.tensor([0.5 * (1 + 0.5 * 2 * 0.5 + 0.25 * 4 * 0.25),
                                                                         0.5]))
+    # Box actions: a window's constant action at each of its steps
+    box = ClockworkPlanner(_model(), PushSquare().action_space, ClockworkConfig(level=1, windows=2, population=8,
+                           elites=2, iterations=1, far_imagination="full"), 2, seed=0)
+    summary = torch.tensor([[[0.4, -1.0], [2.0, 0.0]]])
+    assert torch.allclose(box.window_steps(summary), torch.tensor([[[0.2, -0.5]] * 2 + [[1.0, 0.0]] * 2]))
+    action = box.act(squares_video(2, 1)[:, 0])
+    assert action.shape == (2, 2) and np.all(np.abs(action) <= 1)
     with pytest.raises(ConfigError, match="agent.far_imagination: expected 'jumpy' or 'full', found 'flat'"):
         AgentConfig(far_imagination="flat").validate()
     with pytest.raises(ValueError, match="far_imagination must be 'jumpy' or 'full', found 'x'"):
