@@ -221,22 +221,21 @@ class ClockworkPlanner(CEMPlanner):
         n_near = self._near_steps(state)
         start = model.settle(state)[torch.arange(B, device=self.device).repeat_interleave(N)]  # (B*N) states
         levels = list(range(cfg.level, model.levels))
+        full = cfg.far_imagination == "full"
         for _ in range(cfg.iterations):
             near_cands = self._sample({k: v[:, :n_near] for k, v in near.items()}, N)  # (B, N, n_near, A)
             far_cands, summaries = self._sample_windows(far, N)  # (B, N, W, A) each
             head = model.imagine(start, n_near, actions=near_cands.reshape(B * N, n_near, -1), sample=False,
                                  validate=False)
-            full = cfg.far_imagination == "full"
             tails = summaries.reshape(B * N, W, -1)  # what the far call reads: window summaries, or their steps
             tails = self.window_steps(tails) if full else tails
             ends = head.last
             if cfg.near_value == "plan":  # each candidate again, followed by the far plan's windows
-                if full and self.spec.discrete:  # one draw of the plan per environment, as steps
-                    planned = self.window_steps(self._sample_windows(far, 1)[1][:, 0])  # (B, W*p, A)
-                elif full:
-                    planned = self.window_steps(self._expected_summaries(far))
+                if full and self.spec.discrete:  # one draw of the plan per environment (steps it can read)
+                    planned = self._sample_windows(far, 1)[1][:, 0]  # (B, W, A)
                 else:
                     planned = self._expected_summaries(far)  # (B, W, A)
+                planned = self.window_steps(planned) if full else planned
                 planned = planned[:, None].expand(-1, N, -1, -1).reshape(B * N, *tails.shape[1:])
                 tails = torch.cat([tails, planned])  # (2*B*N, W | W*p, A)
                 ends = ends[torch.arange(B * N, device=self.device).repeat(2)]
@@ -285,7 +284,8 @@ class ClockworkPlanner(CEMPlanner):
         random order (for ``far_search="steps"`` that is what its ``p`` draws were, in law; a
         fractional summary is spread evenly instead: every step ``summary / p``; with ``near_value=
         "plan"`` the near candidates are all followed by one draw of the far plan per environment,
-        the same steps, rather than its expected windows). Box: the window's constant action ``summary / p`` at each step."""
+        the same steps, rather than its expected windows). Box: the window's constant action
+        ``summary / p`` at each step."""
         p = self.period
         M, W, A = summaries.shape
         steps = (summaries / p).repeat_interleave(p, dim=1)  # (M, W*p, A): spread evenly

@@ -739,16 +739,15 @@ class CWVAE(nn.Module):
         nll = 0.5 * sq_err / sigma**2 + T * pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
 
         terms: dict[str, torch.Tensor] = {}
+        penalty = 0.0
         if self.config.prior_recon:
             # the prior's one-step prediction decoded with the decoder's weights held fixed
             frozen = {name: w.detach() for name, w in self.decoder.named_parameters()}
             predicted = torch.func.functional_call(
                 self.decoder, frozen, (rearrange(traj.prior[0].features, "b t f -> (b t) f"),))  # (B*T, C, H, W)
             prior_err = (target - predicted).square().sum() / B
-            penalty = self.config.prior_recon * 0.5 * prior_err / sigma**2
+            penalty = penalty + self.config.prior_recon * 0.5 * prior_err / sigma**2
             terms["prior_mse"] = prior_err.detach() / (T * pixels)
-        else:
-            penalty = 0.0
         kl_total = 0.0
         for level in range(self.levels):
             post, prior = traj.posterior[level], traj.prior[level]
